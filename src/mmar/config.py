@@ -1,0 +1,175 @@
+"""Typed, validated configuration dataclasses.
+
+Every component of mmar has its own ``@dataclass`` config that subclasses :class:`Config`.
+A config is built from a dict (or a YAML file), refused with a message naming the field when a
+key is unknown or a value has the wrong type, validated (``validate``) before any work starts,
+and saved as JSON inside every checkpoint.
+
+Written by hand rather than with pydantic/omegaconf: it is ~150 lines, keeps the dependency
+list short, and gives errors in the form we want ("which field, what was expected, an example").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+C = TypeVar("C", bound="Config")
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, a value has the wrong type, or a value is out of range."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where lossless.
+
+    Accepted conversions: int -> float, list -> tuple, dict -> nested Config.
+    """
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:  # try the next member of the union
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: expected one of {list(allowed)}, got {value!r}")
+        return value
+    if isinstance(tp, type) and issubclass(tp, Config):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return tp.from_dict(value, _where=where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            inner = args[0] if args else Any
+            items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass
+class Config:
+    """Base class: strict ``from_dict``/``to_dict``/YAML round trip plus ``validate``."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], _where: str | None = None) -> C:
+        where = _where or cls.__name__
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        hints = get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown field(s) {unknown}; known fields are {sorted(fields)}"
+            )
+        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        obj = cls(**kwargs)
+        obj.validate()
+        return obj
+
+    @classmethod
+    def from_yaml(cls: type[C], path: str | Path) -> C:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+
+    @classmethod
+    def from_json(cls: type[C], path: str | Path) -> C:
+        with open(path) as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> dict[str, Any]:
+        def conv(v: Any) -> Any:
+            if isinstance(v, Config):
+                return v.to_dict()
+            if isinstance(v, (list, tuple)):
+                return [conv(x) for x in v]
+            return v
+
+        return {f.name: conv(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_yaml(self, path: str | Path) -> None:
+        with open(path, "w") as f:
+            yaml.safe_dump(self.to_dict(), f, sort_keys=False)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A validated copy with some fields changed (configs are never mutated in place)."""
+        obj = dataclasses.replace(self, **changes)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:
+        """Check value ranges; subclasses extend this and call ``super().validate()``.
+
+        Nested configs are validated too. Raise :class:`ConfigError` naming the field.
+        """
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Config):
+                v.validate()
+
+
+def check(cond: bool, where: str, msg: str) -> None:
+    """Raise ``ConfigError(f"{where}: {msg}")`` unless ``cond``; for use in ``validate``."""
+    if not cond:
+        raise ConfigError(f"{where}: {msg}")

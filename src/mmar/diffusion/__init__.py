@@ -1,0 +1,1 @@
+"""mmar.diffusion"""
