@@ -1,1 +1,88 @@
-"""mmar.tokenizers"""
+"""Turning images and text into tokens.
+
+Images: `build_image_tokenizer(ImageTokenizerConfig)` -> an `ImageTokenizer` (pixels, KL-16, or a
+diffusers AutoencoderKL), then `patchify` groups p x p latent cells into one token.
+Text: `build_text_tokenizer(TextTokenizerConfig, corpus)` -> a `PreTrainedTokenizerFast` with
+`<boi>`/`<eoi>` added.
+
+transformers and diffusers are imported on first use only (each takes seconds to import).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mmar.tokenizers.base import ImageTokenizer
+from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig, TokenGeometry
+from mmar.tokenizers.diffusers_vae import DiffusersVAETokenizer
+from mmar.tokenizers.kl16 import KL16_SCALE, KL16Tokenizer
+from mmar.tokenizers.patchify import patchify, unpatchify
+from mmar.tokenizers.pixel import PixelTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+__all__ = [
+    "ImageTokenizerConfig",
+    "TextTokenizerConfig",
+    "TokenGeometry",
+    "ImageTokenizer",
+    "PixelTokenizer",
+    "KL16Tokenizer",
+    "KL16_SCALE",
+    "DiffusersVAETokenizer",
+    "patchify",
+    "unpatchify",
+    "add_image_tokens",
+    "build_image_tokenizer",
+    "build_text_tokenizer",
+]
+
+
+def __getattr__(name: str):
+    if name == "add_image_tokens":  # lazy: text.py imports transformers
+        from mmar.tokenizers.text import add_image_tokens
+
+        return add_image_tokens
+    raise AttributeError(f"module 'mmar.tokenizers' has no attribute {name!r}")
+
+
+def build_image_tokenizer(cfg: ImageTokenizerConfig) -> ImageTokenizer:
+    """The image tokenizer a config describes. VAEs are returned frozen (eval, no grad):
+    MMAR never trains its tokenizer."""
+    cfg.validate()
+    cfg.geometry()  # diffusers: checks image_size against the VAE's stride from config.json
+    if cfg.kind == "pixels":
+        return PixelTokenizer(cfg.image_channels, cfg.image_size, cfg.scale)
+    if cfg.kind == "kl16":
+        tok = KL16Tokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior)
+    else:
+        tok = DiffusersVAETokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior)
+    return tok.eval().requires_grad_(False)
+
+
+def build_text_tokenizer(
+    cfg: TextTokenizerConfig, corpus: list[str] | None = None
+) -> "PreTrainedTokenizerFast":
+    """The text tokenizer a config describes, with `<boi>`/`<eoi>` and pad/eos ensured.
+
+    corpus: the captions to build the "words" vocabulary from (required for that kind only).
+    """
+    from mmar.tokenizers import text
+
+    cfg.validate()
+    if cfg.kind == "words":
+        if corpus is None:
+            raise ValueError(
+                "TextTokenizerConfig.kind 'words' builds its vocabulary from the training "
+                "captions: pass corpus=[...] (e.g. the dataset's texts)"
+            )
+        tok = text.build_word_tokenizer(corpus, cfg.vocab_size)
+    elif cfg.kind == "pretrained":
+        tok = text.build_pretrained_tokenizer(cfg.path)
+    elif cfg.kind == "qwen":
+        tok = text.build_qwen_tokenizer(cfg.path)
+    else:
+        tok = text.build_gguf_tokenizer(cfg.path, cfg.gguf_file)
+    text.add_image_tokens(tok)
+    return tok

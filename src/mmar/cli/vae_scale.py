@@ -1,0 +1,159 @@
+"""`mmar vae-scale`: estimate a VAE's latent scale on your images.
+
+The diffusion head assumes unit-variance tokens, so latents are multiplied by
+scale = 1 / std(z), with std over every element of the raw (scale 1.0) latents z of N images
+(LDM's recipe; MAR's KL-16 value 0.2325 came from ImageNet). Put the printed value in the config
+as `image_tokenizer.scale`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "vae-scale",
+        help="estimate a VAE's latent scale (1/std of its latents) on a set of images",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--tokenizer",
+        choices=["kl16", "diffusers"],
+        required=True,
+        help="kl16: MAR's KL-16 VAE; diffusers: a diffusers AutoencoderKL directory",
+    )
+    p.add_argument(
+        "--path",
+        default=None,
+        help="kl16: the kl16.ckpt file (omitted: random weights, for testing only); "
+        "diffusers: the local model directory",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a folder of images (searched recursively) or a built-in dataset name",
+    )
+    p.add_argument("--num", type=int, default=256, help="number of images to encode (default 256)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=256,
+        help="images are center-cropped and resized to this size (default 256)",
+    )
+    p.add_argument(
+        "--posterior",
+        choices=["mode", "sample"],
+        default="mode",
+        help="encode with the posterior mean (default, as training does) or a sample",
+    )
+    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
+    p.add_argument("--seed", type=int, default=0, help="seed for the image subset and sampling")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=run)
+
+
+def load_image(path: Path, size: int):
+    """An image file -> (3, size, size) float tensor in [-1, 1], center-cropped and resized."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as img:
+        img = ImageOps.fit(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
+        arr = np.asarray(img, dtype=np.float32)  # (H, W, 3) in [0, 255]
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _folder_images(folder: Path, num: int, size: int, generator) -> list:
+    import torch
+
+    files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"vae-scale: no image files ({sorted(IMAGE_SUFFIXES)}) under {folder}")
+    pick = torch.randperm(len(files), generator=generator)[:num].sort().values
+    return [load_image(files[i], size) for i in pick.tolist()]
+
+
+def _builtin_images(name: str, num: int, size: int, generator) -> list:
+    import torch
+
+    try:  # the data package is optional here: folders work without it
+        from mmar.data import DataConfig, build_dataset
+    except ImportError as e:
+        raise SystemExit(
+            f"vae-scale: --data {name!r} is not a folder, and built-in datasets are unavailable "
+            f"({e}); give a folder of images"
+        ) from None
+    # the data pipeline resizes and converts grey to RGB, as the VAE needs
+    dataset = build_dataset(DataConfig(name=name, image_size=size, channels=3), "train")
+    pick = torch.randperm(len(dataset), generator=generator)[:num].sort().values
+    items = (dataset[i] for i in pick.tolist())
+    return [item["image"].float() for item in items if item is not None]  # (3, S, S) each
+
+
+def estimate_scale(tokenizer, images: list, batch_size: int, generator) -> dict:
+    """Encode images (scale 1.0) and return mean, std, scale = 1/std of all latent elements."""
+    import torch
+
+    device = next(tokenizer.parameters()).device
+    latents = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = torch.stack(images[i : i + batch_size]).to(device)  # (B, 3, S, S)
+            latents.append(tokenizer.encode(batch, generator=generator).double().cpu())
+    z = torch.cat(latents)  # (N, C, h, w)
+    std = z.std().item()
+    return {
+        "scale": 1.0 / std,
+        "mean": z.mean().item(),
+        "std": std,
+        "num_images": z.shape[0],
+        "latent_shape": list(z.shape[1:]),
+    }
+
+
+def run(args) -> int:
+    import torch
+
+    from mmar.tokenizers import ImageTokenizerConfig, build_image_tokenizer
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.tokenizer == "kl16" and args.path is None:
+        print(
+            "vae-scale: no --path given: KL-16 with random weights (testing only)", file=sys.stderr
+        )
+    cfg = ImageTokenizerConfig(
+        kind=args.tokenizer,
+        image_size=args.image_size,
+        image_channels=3,
+        path=args.path,
+        scale=1.0,
+        posterior=args.posterior,
+    )
+    cfg.validate()
+
+    generator = torch.Generator().manual_seed(args.seed)
+    data = Path(args.data)
+    if data.is_dir():
+        images = _folder_images(data, args.num, args.image_size, generator)
+    else:
+        images = _builtin_images(args.data, args.num, args.image_size, generator)
+    tokenizer = build_image_tokenizer(cfg).to(device)
+    sample_gen = torch.Generator(device=device).manual_seed(args.seed)
+    result = estimate_scale(tokenizer, images, args.batch_size, sample_gen)
+
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"images {result['num_images']}, latents {tuple(result['latent_shape'])}")
+        print(f"mean {result['mean']:.6f}  std {result['std']:.6f}")
+        print(f"estimated scale 1/std = {result['scale']:.6f}  (set image_tokenizer.scale)")
+    return 0
