@@ -1,0 +1,343 @@
+"""The training loop behind ``mmar train``: ``Trainer(run_cfg, out_dir, resume).fit()``.
+
+One step = ``grad_accum`` micro-batches; each sample's kind (t2i / i2t / img) is drawn from the
+run's generator, which also drives the model's masks and CFG prompt dropout. Then: NaN/inf check
+(skip the update, count it, stop after ``max_nan_in_row``), gradient clipping, AdamW, the
+learning-rate schedule and the EMA. Everything random is restored on ``--resume`` (optimizer,
+scheduler, EMA, RNG states, data position), so an interrupted run resumed to the end ends with
+the same weights as an uninterrupted one (bit-exact on CPU).
+
+Output directory::
+
+    OUT/config.yaml  metrics.jsonl  loss.png  summary.json
+    OUT/checkpoints/step_XXXXXXX/   (see mmar.training.checkpoint)
+    OUT/final/                      EMA + raw weights, loadable by MMAR.from_pretrained
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from mmar.config import ConfigError
+from mmar.training import checkpoint as ckpt
+from mmar.training.config import RunConfig
+from mmar.training.ema import EMA
+from mmar.training.metrics import MetricsLog, plot_loss
+from mmar.training.optim import build_optimizer, build_scheduler
+from mmar.training.sampler import ResumableBatchSampler, StreamPosition, draw_kinds
+
+# Test hook: after this step the process blocks, so a test can kill -9 it at a known point.
+HANG_ENV = "MMAR_TEST_HANG_AFTER_STEP"
+# train.* fields a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_CHANGES = {"steps", "max_minutes", "progress", "log_every", "ckpt_every", "keep_last",
+                     "max_nan_in_row", "device"}
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a NaN/inf loss or gradient."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b, where = old.get(k), new.get(k), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, where + ".")
+        elif a != b and not (prefix == "train." and k in RESUMABLE_CHANGES):
+            out.append(f"{where}: {a!r} -> {b!r}")
+    return out
+
+
+def load_weights(model: torch.nn.Module, path: Path, use_ema: bool) -> None:
+    """Load ``path/model.safetensors`` (MMAR.save_pretrained's) into ``model``, strictly.
+
+    use_ema: take the "ema." tensors where present (the rest, e.g. frozen weights and buffers,
+    keep the raw ones). Tied weights are stored once, so an alias missing from the file is fine
+    when the tensor it shares is there.
+    """
+    state = load_file(str(path / "model.safetensors"))
+    raw = {k: v for k, v in state.items() if not k.startswith("ema.")}
+    if use_ema:
+        raw.update({k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")})
+    first: dict[int, str] = {}
+    canonical = {k: first.setdefault(id(v), k) for k, v in model.state_dict(keep_vars=True).items()}
+    missing = sorted(k for k, c in canonical.items() if c not in raw)
+    unexpected = sorted(set(raw) - set(canonical))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}/model.safetensors does not fit the model of this config: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}; does its model section match?")
+    model.load_state_dict(raw, strict=False)  # aliases of tied tensors load through the shared one
+
+
+class Trainer:
+    """Train an MMAR model as ``run_cfg`` says, writing everything under ``out_dir``.
+
+    resume: continue from the newest complete checkpoint in ``out_dir/checkpoints``.
+    model: train this module instead of building ``MMAR(run_cfg.model)`` (tests; it must follow
+      MMAR's forward / save_pretrained contract and have a ``text_tokenizer``).
+    The constructor validates everything and builds the model, data and optimiser; ``fit()`` runs.
+    Seeds torch's global RNG with ``train.seed`` (weight init, any dropout), as HF's set_seed does.
+    """
+
+    def __init__(self, run_cfg: RunConfig, out_dir: str | Path, resume: bool = False,
+                 model: torch.nn.Module | None = None):
+        run_cfg.validate()
+        self.cfg, self.out = run_cfg, Path(out_dir)
+        tc = run_cfg.train
+        self.device = resolve_device(tc.device)
+        self.resume_from = self._check_out_dir(resume)
+        init_from = None if self.resume_from else tc.init_from
+        if init_from is not None and not (Path(init_from) / "model.safetensors").is_file():
+            raise ConfigError(f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
+                              " point it at a run's final/ or checkpoints/step_XXXXXXX directory")
+        torch.manual_seed(tc.seed)
+        # kinds, masks, CFG dropout, diffusion noise: on the training device, as the model draws
+        self.generator = torch.Generator(self.device).manual_seed(tc.seed)
+
+        from mmar.data import build_dataset, collate
+
+        self.dataset = build_dataset(run_cfg.data, "train")
+        self.stream = isinstance(self.dataset, torch.utils.data.IterableDataset)
+        if self.stream:
+            self.sampler = StreamPosition(tc.batch_size)
+            batching = {"batch_size": tc.batch_size, "drop_last": True}
+        else:
+            self.sampler = ResumableBatchSampler(len(self.dataset), tc.batch_size,
+                                                 run_cfg.data.seed)
+            batching = {"batch_sampler": self.sampler}
+        self.loader = torch.utils.data.DataLoader(
+            self.dataset, collate_fn=collate, num_workers=run_cfg.data.num_workers,
+            # its own generator: making a loader iterator draws a worker seed, which must not
+            # come from (and shift) torch's global RNG when a resumed run re-makes it mid-epoch
+            generator=torch.Generator().manual_seed(run_cfg.data.seed), **batching)
+        self.model = (model or self._build_model(self.resume_from or init_from)).to(self.device)
+        if init_from is not None:
+            load_weights(self.model, Path(init_from), use_ema=tc.init_weights == "ema")
+        self.optimizer = build_optimizer(self.model, run_cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, run_cfg.optim, tc.steps)
+        self.ema = EMA(self.model, run_cfg.optim.ema_decay)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self.step, self.skipped, self.nan_skipped, self.samples = 0, 0, 0, 0
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from)
+
+    # --- set-up -----------------------------------------------------------------------------
+    def _check_out_dir(self, resume: bool) -> Path | None:
+        if not resume:
+            if ckpt.list_checkpoints(self.out):
+                raise FileExistsError(
+                    f"{self.out} already holds checkpoints: pass --resume to continue that run, "
+                    "or choose another --out")
+            return None
+        ckpt.remove_stale_tmp(self.out)
+        latest = ckpt.latest_checkpoint(self.out)
+        if latest is None:
+            raise FileNotFoundError(
+                f"--resume: no complete checkpoint under {self.out}/checkpoints; run without "
+                "--resume to start a new run")
+        return latest
+
+    def _build_model(self, source: Path | str | None) -> torch.nn.Module:
+        """A fresh MMAR; its text tokenizer and LLM config are those saved in ``source`` (resume /
+        init_from), else built from the config and the training captions ("words" needs them)."""
+        from transformers import AutoConfig
+
+        from mmar.data import corpus
+        from mmar.model.mmar import BACKBONE_DIR, MMAR
+        from mmar.tokenizers import build_text_tokenizer
+        from mmar.tokenizers.text import build_pretrained_tokenizer
+
+        source = Path(source) if source is not None else None
+        if source is not None and (source / "tokenizer").is_dir():
+            tok = build_pretrained_tokenizer(source / "tokenizer")
+        else:
+            tok = build_text_tokenizer(self.cfg.model.text_tokenizer, corpus(self.cfg.data))
+        backbone_config = None  # the saved LLM config: no need to read the original weights
+        if source is not None and (source / BACKBONE_DIR).is_dir():
+            backbone_config = AutoConfig.from_pretrained(str(source / BACKBONE_DIR))
+        return MMAR(self.cfg.model, text_tokenizer=tok, backbone_config=backbone_config)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        load_weights(self.model, path, use_ema=False)
+        info = ckpt.load_trainer_state(path / ckpt.STATE_DIR, self.optimizer, self.scheduler,
+                                       self.ema, self.generator)
+        diff = _config_diff(info["run_config"], self.cfg.to_dict())
+        if diff:
+            raise ConfigError(
+                f"--resume: {path} was trained with another config ({'; '.join(diff[:6])}); "
+                "resume with the run's own config (OUT/config.yaml) or start a new --out")
+        self.sampler.load_state_dict(info["data"])
+        self.step, self.skipped = info["step"], info["skipped"]
+        self.nan_skipped, self.samples = info["nan_skipped"], info["samples"]
+        self.metrics.truncate_after(self.step)
+
+    # --- one step -----------------------------------------------------------------------------
+    def _batches(self):
+        """Endless micro-batches; the loader is re-made per epoch so dataset.set_epoch reaches
+        its workers. A stream replays its epoch up to the saved offset on resume."""
+        while True:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(self.sampler.epoch)
+            skip = self.sampler.offset // self.sampler.batch_size if self.stream else 0
+            n = 0
+            for n, batch in enumerate(self.loader, 1):
+                if n > skip:
+                    self.sampler.advance()
+                    yield batch
+            if self.stream:
+                if n <= skip:
+                    raise RuntimeError(f"the training stream {self.cfg.data.path} gave no "
+                                       f"batch of {self.sampler.batch_size} in epoch "
+                                       f"{self.sampler.epoch}; lower train.batch_size")
+                self.sampler.next_epoch()
+
+    def _train_step(self, batches) -> dict:
+        tc = self.cfg.train
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=tc.precision == "bf16")
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums = {"loss": 0.0, "loss_text": 0.0, "loss_diff": 0.0}
+        finite, n_samples = True, 0
+        for _ in range(tc.grad_accum):
+            batch = next(batches)
+            self.skipped += int(batch["skipped"])
+            n = len(batch["texts"])
+            if n == 0:  # every image of the batch was unreadable
+                continue
+            kinds = draw_kinds(n, self.cfg.train.kinds.to_dict(), self.generator)
+            images = batch.get("images")
+            latents = batch.get("latents")
+            with autocast:
+                out = self.model(
+                    images=None if images is None else images.to(self.device),
+                    texts=batch["texts"], kinds=kinds, generator=self.generator,
+                    latents=None if latents is None else latents.to(self.device))
+            loss = out["loss"]
+            n_samples += n
+            for k in sums:
+                sums[k] += float(torch.as_tensor(out[k]).detach()) / tc.grad_accum
+            if not torch.isfinite(loss):
+                finite = False
+                continue
+            (loss / tc.grad_accum).backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        max_norm = self.cfg.optim.grad_clip or math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if finite else math.nan
+        lr = self.optimizer.param_groups[0]["lr"]
+        if finite and math.isfinite(grad_norm):
+            self.optimizer.step()
+            self.ema.update(self.model)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nan_skipped += 1
+            finite = False
+        self.scheduler.step()
+        self.step += 1
+        self.samples += n_samples
+        return {**sums, "lr": lr, "grad_norm": grad_norm, "finite": finite, "samples": n_samples}
+
+    # --- saving -----------------------------------------------------------------------------
+    def _state_info(self) -> dict:
+        return {"step": self.step, "data": self.sampler.state_dict(), "skipped": self.skipped,
+                "nan_skipped": self.nan_skipped, "samples": self.samples,
+                "run_config": self.cfg.to_dict()}
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_XXXXXXX`` atomically and keep the last ``keep_last``."""
+        final = ckpt.checkpoint_path(self.out, self.step)
+        with ckpt.atomic_directory(final) as tmp:
+            self.model.save_pretrained(tmp, ema_state_dict=self.ema.shadow)
+            ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
+                                    self.scheduler, self.ema, self.generator)
+        ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
+        return final
+
+    def save_final(self) -> Path:
+        with ckpt.atomic_directory(self.out / "final") as tmp:
+            self.model.save_pretrained(tmp, ema_state_dict=self.ema.shadow)
+        return self.out / "final"
+
+    # --- the loop -----------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train to ``train.steps`` (or the time budget); returns a summary (also summary.json)."""
+        tc = self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg.to_yaml(self.out / "config.yaml")
+        start, start_step, start_samples = time.perf_counter(), self.step, self.samples
+        window_t, window_samples, nan_in_row, stopped = start, 0, 0, "completed"
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not tc.progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        batches = self._batches()
+        while self.step < tc.steps:
+            r = self._train_step(batches)
+            window_samples += r["samples"]
+            nan_in_row = 0 if r["finite"] else nan_in_row + 1
+            bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.steps or nan_in_row:
+                now = time.perf_counter()
+                sps = window_samples / max(now - window_t, 1e-9)
+                window_t, window_samples = now, 0
+                record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text",
+                          "loss_diff", "lr", "grad_norm")}, "samples_per_s": sps,
+                          "skipped": self.skipped, "nan_skipped": self.nan_skipped}
+                self.metrics.append(record)
+                bar.set_postfix(loss=f"{r['loss']:.4f}", text=f"{r['loss_text']:.3f}",
+                                diff=f"{r['loss_diff']:.3f}", lr=f"{r['lr']:.2e}",
+                                sps=f"{sps:.1f}")
+            if nan_in_row >= tc.max_nan_in_row:
+                bar.close()
+                latest = ckpt.latest_checkpoint(self.out)
+                raise TrainingDiverged(
+                    f"stopping at step {self.step}: the loss or gradient was NaN/inf in "
+                    f"{nan_in_row} steps in a row (train.max_nan_in_row = {tc.max_nan_in_row}; "
+                    f"{self.nan_skipped} skipped in all). Last good checkpoint: {latest}. Try a "
+                    "lower optim.lr, a smaller optim.grad_clip or train.precision: fp32")
+            out_of_time = (tc.max_minutes is not None
+                           and time.perf_counter() - start > tc.max_minutes * 60)
+            if out_of_time:
+                stopped = "time_budget"
+            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or out_of_time \
+                    or self.step == tc.steps:
+                self.save_checkpoint()
+            if os.environ.get(HANG_ENV) == str(self.step):
+                bar.close()
+                time.sleep(3600)
+            if out_of_time:
+                break
+        bar.close()
+        final = self.save_final()
+        plot_loss(self.metrics.read(), self.out / "loss.png")
+        elapsed = time.perf_counter() - start
+        summary = {"out_dir": str(self.out), "final": str(final), "step": self.step,
+                   "stopped": stopped, "skipped": self.skipped, "nan_skipped": self.nan_skipped,
+                   "samples": self.samples, "elapsed_s": elapsed,
+                   "steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
+                   "samples_per_s": (self.samples - start_samples) / max(elapsed, 1e-9),
+                   **{k: v for k, v in (self.metrics.read() or [{}])[-1].items()
+                      if k in ("loss", "loss_text", "loss_diff")}}
+        with open(self.out / "summary.json", "w") as f:
+            json.dump(summary, f, indent=1)
+        msg = f"trained to step {self.step} ({stopped}) in {elapsed:.0f}s; final model: {final}"
+        if self.skipped:
+            msg += f"; skipped {self.skipped} unreadable images"
+        if self.nan_skipped:
+            msg += f"; skipped {self.nan_skipped} NaN/inf steps"
+        print(msg, file=sys.stderr)
+        return summary

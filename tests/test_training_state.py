@@ -1,0 +1,134 @@
+"""Resumable sampler, sample-kind mixture, atomic checkpoint directories, metrics log."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from mmar.training import checkpoint as ckpt
+from mmar.training.metrics import MetricsLog, plot_loss
+from mmar.training.sampler import ResumableBatchSampler, draw_kinds, epoch_permutation
+
+
+def _take(sampler, n):
+    out = []
+    while len(out) < n:
+        for batch in sampler:
+            out.append(batch)
+            sampler.advance()
+            if len(out) == n:
+                break
+    return out
+
+
+def test_sampler_epochs_are_permutations_and_drop_the_tail():
+    s = ResumableBatchSampler(10, 3, seed=0)
+    batches = _take(s, 6)  # 3 full batches per epoch, item 10 of each epoch dropped
+    first = sorted(i for b in batches[:3] for i in b)
+    assert len(first) == 9 and len(set(first)) == 9
+    assert batches[:3] != batches[3:]  # epochs have different orders
+    assert s.state_dict() == {"epoch": 2, "offset": 0}
+    assert torch.equal(epoch_permutation(10, 0, 1), epoch_permutation(10, 0, 1))
+
+
+def test_sampler_resumes_at_the_same_batch():
+    full = _take(ResumableBatchSampler(11, 2, seed=3), 12)
+    s = ResumableBatchSampler(11, 2, seed=3)
+    _take(s, 7)
+    resumed = ResumableBatchSampler(11, 2, seed=3)
+    resumed.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    assert _take(resumed, 5) == full[7:]
+
+
+def test_sampler_raises_on_bad_sizes():
+    with pytest.raises(ValueError, match="larger than the dataset"):
+        ResumableBatchSampler(3, 4, seed=0)
+    with pytest.raises(ValueError, match="another batch size"):
+        ResumableBatchSampler(10, 4, seed=0).load_state_dict({"epoch": 0, "offset": 3})
+
+
+def test_draw_kinds_follows_weights_and_generator():
+    g = torch.Generator().manual_seed(0)
+    kinds = draw_kinds(4000, {"t2i": 0.5, "i2t": 0.3, "img": 0.2}, g)
+    freq = {k: kinds.count(k) / 4000 for k in ("t2i", "i2t", "img")}
+    assert freq == pytest.approx({"t2i": 0.5, "i2t": 0.3, "img": 0.2}, abs=0.03)
+    assert set(draw_kinds(50, {"t2i": 1.0, "i2t": 0.0, "img": 0.0}, g)) == {"t2i"}
+    a = draw_kinds(8, {"t2i": 1, "i2t": 1, "img": 1}, torch.Generator().manual_seed(5))
+    b = draw_kinds(8, {"t2i": 1, "i2t": 1, "img": 1}, torch.Generator().manual_seed(5))
+    assert a == b
+
+
+def _write(step, out):
+    with ckpt.atomic_directory(ckpt.checkpoint_path(out, step)) as tmp:
+        (tmp / ckpt.STATE_DIR).mkdir()
+        (tmp / ckpt.STATE_DIR / "state.json").write_text(json.dumps({"step": step}))
+
+
+def test_checkpoints_atomic_latest_keep_last_and_stale_tmp(tmp_path):
+    for step in (4, 8, 12):
+        _write(step, tmp_path)
+    # a run killed while writing step 16 leaves only a temporary directory
+    stale = tmp_path / "checkpoints" / f"{ckpt.TMP_PREFIX}step_0000016-999"
+    (stale / ckpt.STATE_DIR).mkdir(parents=True)
+    (stale / ckpt.STATE_DIR / "state.json").write_text("{}")
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [4, 8, 12]
+    assert ckpt.latest_checkpoint(tmp_path).name == "step_0000012"
+    assert ckpt.remove_stale_tmp(tmp_path) == [stale] and not stale.exists()
+    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [8, 12]
+    _write(12, tmp_path)  # re-writing an existing step replaces it
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["step_0000008", "step_0000012"]
+
+
+def test_atomic_directory_leaves_nothing_on_error(tmp_path):
+    final = tmp_path / "checkpoints" / "step_0000001"
+    with pytest.raises(RuntimeError):
+        with ckpt.atomic_directory(final) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("disk full")
+    assert not final.exists() and os.listdir(final.parent) == []
+
+
+def test_trainer_state_round_trip(tmp_path):
+    from mmar.training.config import OptimConfig
+    from mmar.training.ema import EMA
+    from mmar.training.optim import build_optimizer, build_scheduler
+
+    def make():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = build_optimizer(model, OptimConfig(warmup_steps=2))
+        return model, opt, build_scheduler(opt, OptimConfig(warmup_steps=2), 10), EMA(model, 0.9)
+
+    model, opt, sched, ema = make()
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step(), sched.step(), ema.update(model)
+    gen = torch.Generator().manual_seed(1)
+    torch.rand(3, generator=gen)
+    ckpt.save_trainer_state(tmp_path, {"step": 1}, opt, sched, ema, gen)
+    expect_gen, expect_global = torch.rand(4, generator=gen), torch.rand(4)
+
+    model2, opt2, sched2, ema2 = make()
+    gen2 = torch.Generator()
+    info = ckpt.load_trainer_state(tmp_path, opt2, sched2, ema2, gen2)
+    assert info == {"step": 1}
+    assert torch.equal(torch.rand(4, generator=gen2), expect_gen)
+    assert torch.equal(torch.rand(4), expect_global)
+    assert sched2.last_epoch == 1 and ema2.num_updates == 1
+    assert torch.equal(ema2.shadow["weight"], ema.shadow["weight"])
+    exp_avg = opt.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], exp_avg)
+
+
+def test_metrics_log_nan_as_null_truncate_and_plot(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in (1, 2, 3):
+        log.append({"step": step, "loss": float("nan") if step == 2 else 1.0 / step,
+                    "loss_text": 0.5, "loss_diff": 0.5})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[1])["loss"] is None  # strict JSON
+    log.truncate_after(2)
+    assert [r["step"] for r in log.read()] == [1, 2]
+    plot_loss(log.read(), tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
