@@ -1,1 +1,25 @@
-"""mmar.evaluation"""
+"""mmar.evaluation: the judge CNN, Fréchet distances, the metrics and ``evaluate`` (`mmar eval`).
+
+    from mmar.evaluation import evaluate, format_results
+    res = evaluate(model, "mnist", n_per_digit=20, num_iter=16, cfg=3.0, num_steps=50)
+    print(format_results(res))
+
+"classifier-FID" is the Fréchet distance in the judge's feature space, not Inception FID; the
+standard FID (``InceptionFeatures``) needs Inception weights the user supplies.
+"""
+
+from mmar.evaluation.evaluate import evaluate, format_results
+from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
+from mmar.evaluation.judge import Judge, JudgeConfig, get_judge, train_judge
+
+__all__ = [
+    "InceptionFeatures",
+    "Judge",
+    "JudgeConfig",
+    "evaluate",
+    "feature_statistics",
+    "format_results",
+    "frechet_distance",
+    "get_judge",
+    "train_judge",
+]

@@ -1,0 +1,194 @@
+"""``evaluate(model, dataset)``: every metric of ``metrics.py`` for one model, as one dict.
+
+Digits (mnist, digits): T2I accuracy and classifier-FID of 10 x n_per_digit generated images
+(prompts from the caption templates), caption accuracy and text NLL on as many held-out images.
+Shapes: T2I attribute accuracy of images generated from 10 x n_per_digit held-out captions,
+caption exact match / attribute accuracy and text NLL on those held-out images.
+The judge's held-out accuracy, the sampling speed and the timings go with every result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from mmar.data import DataConfig, build_dataset
+from mmar.evaluation import metrics
+from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
+from mmar.evaluation.judge import JudgeConfig, get_judge
+
+DIGIT_DATASETS = ("mnist", "digits")
+EVAL_DATASETS = (*DIGIT_DATASETS, "shapes")
+
+
+def load_split(data_cfg: DataConfig, split: str) -> dict:
+    """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,), "texts"}."""
+    ds = build_dataset(data_cfg, split)
+    items = [ds[i] for i in range(len(ds))]
+    return {
+        "images": torch.stack([it["image"] for it in items]).float(),
+        "labels": torch.tensor([it["label"] for it in items]),
+        "texts": [it["text"] for it in items],
+    }
+
+
+def eval_data_config(model, dataset: str | DataConfig) -> DataConfig:
+    """The held-out data at the model's image size and channel count."""
+    tok = model.config.image_tokenizer
+    if isinstance(dataset, DataConfig):
+        cfg = dataset.replace(image_size=tok.image_size, channels=tok.image_channels)
+    else:
+        cfg = DataConfig(name=dataset, image_size=tok.image_size, channels=tok.image_channels)
+    if cfg.name not in EVAL_DATASETS:
+        raise ValueError(
+            f"evaluate: no built-in metrics for dataset '{cfg.name}'; use one of {list(EVAL_DATASETS)}"
+        )
+    cfg.validate()
+    return cfg
+
+
+def _generate(model, prompts: list[str], batch_size: int, seed: int, sampling: dict) -> tuple[list, float]:
+    """All prompts' images (batches drawn in turn from one generator seeded with ``seed``); seconds."""
+    t0 = time.perf_counter()
+    images = model.generate_images(prompts, seed=seed, batch_size=batch_size, **sampling)
+    return images, time.perf_counter() - t0
+
+
+def _caption(model, images: torch.Tensor, batch_size: int, max_new_tokens: int) -> list[str]:
+    pil = metrics.tensor_to_pil(images)
+    out: list[str] = []
+    for i in range(0, len(pil), batch_size):
+        out += model.caption(pil[i : i + batch_size], max_new_tokens=max_new_tokens)
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    dataset: str | DataConfig = "mnist",
+    n_per_digit: int = 20,
+    seed: int = 0,
+    num_iter: int = 16,
+    cfg: float = 3.0,
+    temperature: float = 1.0,
+    num_steps: int | None = None,
+    sampler: str | None = None,
+    batch_size: int = 50,
+    max_new_tokens: int = 32,
+    judge_cache_dir: str | None = None,
+    inception_weights: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """All metrics for ``model`` (an ``mmar.MMAR``) on ``dataset``'s held-out split.
+
+    n_per_digit: digits: images generated per digit (10 x n_per_digit in all); shapes: 10 x
+      n_per_digit held-out captions are the prompts. As many held-out images are captioned.
+    num_iter, cfg, temperature: sampling; num_steps, sampler: None = the model's diffusion config.
+    inception_weights: a pt_inception .pth file to add the standard FID (``fid_inception``).
+    Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
+    """
+    t_start = time.perf_counter()
+    data_cfg = eval_data_config(model, dataset)
+    was_training = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    test = load_split(data_cfg, "test")
+    n = 10 * n_per_digit
+    perm = torch.randperm(len(test["texts"]), generator=g)               # test splits are sorted by label
+    diff = model.config.diffusion  # record the steps / sampler actually used, not None
+    sampling = {"num_iter": num_iter, "cfg": cfg, "temperature": temperature,
+                "num_steps": num_steps or diff.num_sampling_steps, "sampler": sampler or diff.sampler}
+    res: dict = {"dataset": data_cfg.name, "image_size": data_cfg.image_size, "seed": seed,
+                 "n_per_digit": n_per_digit, **sampling}
+    timings: dict = {}
+
+    if data_cfg.name in DIGIT_DATASETS:
+        t0 = time.perf_counter()
+        jcfg = JudgeConfig(dataset=data_cfg.name, image_size=data_cfg.image_size,
+                           channels=data_cfg.image_channels, test_fraction=data_cfg.test_fraction)
+
+        def judge_split(split: str):
+            s = test if split == "test" else load_split(data_cfg, split)
+            return s["images"], s["labels"]
+
+        judge = get_judge(jcfg, judge_split, judge_cache_dir, log=log)
+        timings["judge_s"] = time.perf_counter() - t0
+        res.update(judge_heldout_accuracy=judge.heldout_accuracy, judge_from_cache=judge.from_cache,
+                   judge_path=str(judge.cache_path))
+        prompts, labels = metrics.digit_prompts(n_per_digit)
+    else:
+        prompts = [test["texts"][i] for i in perm[:n]]
+    if log:
+        log(f"eval {data_cfg.name}: generating {len(prompts)} images ({sampling})")
+    pil, timings["generate_s"] = _generate(model, prompts, batch_size, seed, sampling)
+    res["n_generated"] = len(pil)
+    res["images_per_second"] = len(pil) / max(timings["generate_s"], 1e-9)
+    gen = metrics.pil_to_tensor(pil, data_cfg.image_channels)              # (n, C, H, W)
+
+    # held-out reference / caption sets: disjoint, each the size of the generated set when possible
+    m = min(len(gen), len(perm) // 2)
+    real_a, real_b = test["images"][perm[:m]], test["images"][perm[m : 2 * m]]
+    t0 = time.perf_counter()
+    if data_cfg.name in DIGIT_DATASETS:
+        t2i = metrics.t2i_digit_accuracy(judge, gen, labels)
+        res.update(t2i_accuracy=t2i["accuracy"], t2i_accuracy_per_digit=t2i["per_digit"],
+                   classifier_fid=metrics.classifier_fid(judge, gen, real_a),
+                   classifier_fid_real_floor=metrics.classifier_fid(judge, real_b, real_a),
+                   n_real_reference=m)
+    else:
+        res.update({f"t2i_{k}_accuracy": v for k, v in metrics.shapes_t2i_accuracy(pil, prompts).items()})
+    if inception_weights is not None:
+        inception = InceptionFeatures(inception_weights)
+        mu_r, s_r = feature_statistics(inception, real_a, 32)
+        res["fid_inception"] = frechet_distance(*feature_statistics(inception, gen, 32), mu_r, s_r)
+    timings["metrics_s"] = time.perf_counter() - t0
+
+    idx = perm[: min(n, len(perm))]
+    images, texts = test["images"][idx], [test["texts"][i] for i in idx]
+    t0 = time.perf_counter()
+    captions = _caption(model, images, batch_size, max_new_tokens)
+    timings["caption_s"] = time.perf_counter() - t0
+    res["n_captioned"] = len(captions)
+    res["caption_examples"] = [{"true": t, "generated": c} for t, c in zip(texts[:5], captions[:5])]
+    if data_cfg.name in DIGIT_DATASETS:
+        res["caption_accuracy"] = metrics.caption_digit_accuracy(captions, test["labels"][idx])
+    else:
+        res.update({f"caption_{k}" if k == "exact" else f"caption_{k}_accuracy": v
+                    for k, v in metrics.shapes_caption_accuracy(captions, texts).items()})
+    t0 = time.perf_counter()
+    res["text_nll_nats_per_token"] = metrics.text_nll_per_token(model, images, texts, batch_size)
+    timings["nll_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    res["timings"] = timings
+    model.train(was_training)
+    return res
+
+
+def format_results(res: dict) -> str:
+    """A readable two-column table of ``evaluate``'s result."""
+    rows = [("dataset", f"{res['dataset']} ({res['image_size']} px), seed {res['seed']}"),
+            ("sampling", f"K={res['num_iter']} cfg={res['cfg']} T={res['temperature']} "
+                         f"steps={res['num_steps']} sampler={res['sampler']}")]
+    if "judge_heldout_accuracy" in res:
+        judge = f"judge held-out acc {res['judge_heldout_accuracy']:.4f}"
+        rows += [("judge held-out accuracy", f"{res['judge_heldout_accuracy']:.4f}"
+                  + (" (cached)" if res["judge_from_cache"] else " (trained now)")),
+                 ("T2I accuracy", f"{res['t2i_accuracy']:.4f}  (n={res['n_generated']}, {judge})"),
+                 ("classifier-FID (judge features)", f"{res['classifier_fid']:.4f}  "
+                  f"(real-vs-real floor {res['classifier_fid_real_floor']:.4f}, n_ref={res['n_real_reference']})"),
+                 ("caption accuracy", f"{res['caption_accuracy']:.4f}  (n={res['n_captioned']})")]
+    else:
+        for k in ("color", "shape", "position", "all"):
+            rows.append((f"T2I {k} accuracy", f"{res[f't2i_{k}_accuracy']:.4f}  (n={res['n_generated']})"))
+        rows.append(("caption exact match", f"{res['caption_exact']:.4f}  (n={res['n_captioned']})"))
+        for k in ("color", "shape", "position", "all"):
+            rows.append((f"caption {k} accuracy", f"{res[f'caption_{k}_accuracy']:.4f}"))
+    if "fid_inception" in res:
+        rows.append(("FID (Inception)", f"{res['fid_inception']:.4f}"))
+    rows += [("text NLL (nats/token)", f"{res['text_nll_nats_per_token']:.4f}"),
+             ("sampling speed", f"{res['images_per_second']:.2f} images/s"),
+             ("time", ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in res["timings"].items()))]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
