@@ -1,1 +1,82 @@
-"""mmar.data"""
+"""mmar.data: datasets of {"image": (C, H, W) in [-1, 1], "text": str, "label": int} items.
+
+    build_dataset(DataConfig(name="mnist"), "train")   # 4,000 real digits, 32x32, 1 channel
+    loader = DataLoader(ds, batch_size=64, shuffle=True, collate_fn=collate)
+    batch = next(iter(loader))   # {"images": (B,1,32,32), "texts", "labels": (B,), "skipped"}
+
+Splits are "train" and "test" (a fixed held-out set, the same in every run). ``corpus(cfg)``
+gives the caption strings a word-level text tokenizer is built from before training.
+"""
+
+from __future__ import annotations
+
+from mmar.data.captions import DIGIT_TEMPLATES, digit_caption, parse_digit
+from mmar.data.collate import collate
+from mmar.data.config import DataConfig
+from mmar.data.shapes import (
+    ShapeSpec,
+    caption_for,
+    check_shapes,
+    parse_shapes_caption,
+    render_shapes,
+)
+
+SPLITS = ("train", "test")
+
+__all__ = [
+    "DIGIT_TEMPLATES",
+    "DataConfig",
+    "ShapeSpec",
+    "build_dataset",
+    "caption_for",
+    "check_shapes",
+    "collate",
+    "corpus",
+    "digit_caption",
+    "parse_digit",
+    "parse_shapes_caption",
+    "render_shapes",
+]
+
+
+def build_dataset(cfg: DataConfig, split: str = "train", *, rank=None, world_size=None):
+    """The dataset ``cfg`` names, for split "train" or "test".
+
+    rank / world_size: webdataset only, to shard by hand (default: torch.distributed's);
+    map-style datasets are sharded by the trainer's sampler instead.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    cfg.validate()
+    if cfg.name == "mnist":
+        from mmar.data.digits import mnist_dataset
+
+        return mnist_dataset(cfg, split)
+    if cfg.name == "digits":
+        from mmar.data.digits import sklearn_digits_dataset
+
+        return sklearn_digits_dataset(cfg, split)
+    if cfg.name == "shapes":
+        from mmar.data.shapes import ShapesDataset
+
+        return ShapesDataset(cfg, split)
+    if cfg.name == "folder":
+        from mmar.data.folder import FolderDataset
+
+        return FolderDataset(cfg, split)
+    if cfg.name == "jsonl":
+        from mmar.data.folder import JsonlDataset
+
+        return JsonlDataset(cfg, split)
+    if cfg.name == "webdataset":
+        from mmar.data.webdataset import webdataset_dataset
+
+        return webdataset_dataset(cfg, split, rank=rank, world_size=world_size)
+    from mmar.data.latents import LatentDataset
+
+    return LatentDataset(cfg.path, split, flip=cfg.latent_flip, seed=cfg.seed)
+
+
+def corpus(cfg: DataConfig) -> list[str]:
+    """Every caption of the train split (digits/shapes: every caption they can produce)."""
+    return build_dataset(cfg, "train").captions()

@@ -1,0 +1,167 @@
+"""WebDataset tar shards (.jpg/.png + .txt [+ .cls]) streamed as an IterableDataset.
+
+The pipeline is the ``webdataset`` package's: shard list (brace patterns such as
+``data/shard-{000..009}.tar``) -> split by rank -> split by DataLoader worker -> tar members
+grouped into samples -> (train only) a seeded shuffle buffer -> our decoding. Every shard goes to
+exactly one (rank, worker), so each sample comes out once per epoch across the whole job.
+
+Rank / world size come from torch.distributed when it is initialised (``wds.split_by_node``),
+or from the explicit ``rank``/``world_size`` arguments. A member that cannot be decoded, or a
+sample without image or caption, yields ``None`` (dropped and counted by ``collate``); a damaged
+tar is reported to the handler, which logs and counts it and goes on. ``skipped`` lists them in
+this process (with workers, sum the batches' ``"skipped"`` instead).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import random
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from mmar.data.config import DataConfig
+from mmar.data.folder import UNREADABLE, load_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def expand_shards(pattern: str | list[str]) -> list[str]:
+    """A brace pattern, a directory (its *.tar), or a list -> shard paths, which must exist."""
+    import webdataset as wds
+
+    if isinstance(pattern, (list, tuple)):
+        urls = [u for p in pattern for u in expand_shards(p)]
+    elif Path(pattern).is_dir():
+        urls = sorted(glob.glob(str(Path(pattern) / "*.tar")))
+        if not urls:
+            raise FileNotFoundError(f"webdataset: no .tar shards in directory {pattern}")
+    else:
+        urls = wds.shardlists.expand_urls(pattern)
+    missing = [u for u in urls if "://" not in u and not Path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"webdataset: shard(s) not found: {missing[:3]}{' ...' if len(missing) > 3 else ''} "
+            f"(from {pattern}); give local paths or a brace pattern like "
+            "data/shard-{000..009}.tar"
+        )
+    return urls
+
+
+class TarShardDataset(torch.utils.data.IterableDataset):
+    """item: {"image": (C, H, W) in [-1, 1], "text": str, "label": int (.cls, else -1)} or None."""
+
+    def __init__(
+        self,
+        shards: str | list[str],
+        image_size: int = 32,
+        channels: int = 3,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.urls = expand_shards(shards)
+        self.image_size, self.channels = image_size, channels
+        explicit = rank is not None and world_size is not None
+        if (rank is None) != (world_size is None) or (explicit and not 0 <= rank < world_size):
+            raise ValueError(
+                f"webdataset: give both rank and world_size with 0 <= rank < world_size "
+                f"(got rank={rank}, world_size={world_size}), or neither to use torch.distributed"
+            )
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_buffer, self.seed = shuffle_buffer, seed
+        self.epoch = 0
+        self.skipped: list[str] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shard order and shuffle buffer change with the epoch (the same on every rank)."""
+        self.epoch = epoch
+
+    def _handler(self, exn: Exception) -> bool:
+        """webdataset error handler: a damaged tar/member is logged, counted, and skipped."""
+        self.skipped.append(repr(exn))
+        log.warning("webdataset: skipping a damaged member: %r", exn)
+        return True  # continue
+
+    def _split_by_rank(self, src):
+        import webdataset as wds
+
+        if self.rank is None:
+            yield from wds.split_by_node(src)
+        else:
+            yield from islice(src, self.rank, None, self.world_size)
+
+    def _decode(self, sample: dict) -> dict | None:
+        key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
+        image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
+        if image is None or "txt" not in sample:
+            self.skipped.append(key)
+            log.warning("webdataset: skipping %s: needs an image (%s) and a .txt", key, IMAGE_KEYS)
+            return None
+        try:
+            x = load_image(io.BytesIO(image), self.channels, self.image_size)
+            label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+        except UNREADABLE as e:
+            self.skipped.append(key)
+            log.warning("webdataset: skipping %s: unreadable (%s)", key, e)
+            return None
+        return {"image": x, "text": sample["txt"].decode("utf-8").strip(), "label": label}
+
+    def _pipeline(self):
+        import webdataset as wds
+
+        shard_seed = self.seed * 1_000_003 + self.epoch if self.shuffle_buffer else None
+        stages = [
+            wds.SimpleShardList(self.urls, seed=shard_seed),  # same order on every rank
+            self._split_by_rank,
+            wds.split_by_worker,
+            wds.tarfile_to_samples(handler=self._handler),
+        ]
+        if self.shuffle_buffer:
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            # a str seed is hashed with sha512: the same stream in every run, a new one per worker
+            rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank or 0}-{worker}")
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
+        return wds.DataPipeline(*stages)
+
+    def __iter__(self):
+        for sample in self._pipeline():
+            yield self._decode(sample)
+
+    def captions(self) -> list[str]:
+        """Every caption in every shard (reads only the .txt members; no rank split)."""
+        import webdataset as wds
+
+        pipe = wds.DataPipeline(
+            wds.SimpleShardList(self.urls),
+            wds.tarfile_to_samples(
+                handler=self._handler, select_files=lambda name: name.endswith(".txt")
+            ),
+        )
+        return [s["txt"].decode("utf-8").strip() for s in pipe if "txt" in s]
+
+
+def webdataset_dataset(cfg: DataConfig, split: str, rank=None, world_size=None) -> TarShardDataset:
+    if split == "test" and cfg.test_path is None:
+        raise ValueError(
+            "webdataset: no held-out shards; set DataConfig.test_path, e.g. "
+            "test_path: data/test-{000..001}.tar"
+        )
+    return TarShardDataset(
+        cfg.test_path if split == "test" else cfg.path,
+        cfg.image_size,
+        cfg.image_channels,
+        rank=rank,
+        world_size=world_size,
+        shuffle_buffer=cfg.shuffle_buffer if split == "train" else 0,
+        seed=cfg.seed,
+    )
