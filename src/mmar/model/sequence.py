@@ -1,0 +1,135 @@
+"""Packing text/image samples into one padded batch for the backbone.
+
+Layouts per kind (``[bos]`` only where the vocabulary has one; ``img`` = N placeholder slots):
+
+    t2i:   [bos] prompt [boi] img_1..img_N [eoi]          P(I | T), CE on the prompt (weighted)
+    i2t:   [bos] [boi] img_1..img_N [eoi] text [eos]      P(T | I), CE on text and eos
+    img:   [bos] [boi] img_1..img_N [eoi]                 P(I)
+    text:  [bos] text [eos]                               plain LM (CE on text and eos)
+    gen:   [bos] prompt [boi] img_1..img_N                generation: prefix + image block
+
+Labels follow the transformers convention: ``labels[b, j]`` is token j where token j is a CE
+target (predicted from position j - 1), else -100; ``label_weights`` holds the weight of each.
+Image slots hold the pad id (their embeddings are replaced by the EmbeddingViT's outputs).
+The packing loop is per sample (short python lists, clarity first); the mask is vectorised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mmar.model.attention_mask import build_attention_mask
+
+LAYOUTS = {
+    "t2i": ("bos", "prompt", "boi", "image", "eoi"),
+    "i2t": ("bos", "boi", "image", "eoi", "text", "eos"),
+    "img": ("bos", "boi", "image", "eoi"),
+    "text": ("bos", "text", "eos"),
+    "gen": ("bos", "gen_prompt", "boi", "image"),
+}
+IMAGE_KINDS = ("t2i", "i2t", "img", "gen")
+
+
+@dataclass(frozen=True)
+class SpecialIds:
+    """Token ids of the structural tokens; ``bos`` is None when the vocabulary has none."""
+
+    bos: int | None
+    eos: int
+    pad: int
+    boi: int
+    eoi: int
+
+
+@dataclass
+class PackedBatch:
+    """One padded batch (B samples, length L)."""
+
+    input_ids: torch.Tensor        # (B, L) long, pad id at image slots and padding
+    valid: torch.Tensor            # (B, L) bool, False at padding
+    is_image: torch.Tensor         # (B, L) bool, True at the N image slots
+    block_ids: torch.Tensor        # (B, L) long, 1 inside the image block, else 0
+    position_ids: torch.Tensor     # (B, L) long, 0.. over the valid tokens (0 at padding)
+    labels: torch.Tensor           # (B, L) long, target token or -100
+    label_weights: torch.Tensor    # (B, L) float32, CE weight of each target (0 elsewhere)
+    attention_mask: torch.Tensor   # (B, 1, L, L) bool, see build_attention_mask
+    image_start: torch.Tensor      # (B,) long, index of img_1, -1 for samples without an image
+
+    @property
+    def has_image(self) -> torch.Tensor:
+        return self.image_start >= 0                                            # (B,)
+
+
+def _sample_tokens(kind: str, ids: list[int], num_image_tokens: int, sp: SpecialIds,
+                   prompt_ce_weight: float) -> tuple[list[int], list[bool], list[float]]:
+    """(token ids, is_image, CE weight of each token as a target) of one sample."""
+    toks, img, w = [], [], []
+
+    def add(seq: list[int], is_img: bool, weight: float) -> None:
+        toks.extend(seq)
+        img.extend([is_img] * len(seq))
+        w.extend([weight] * len(seq))
+
+    for seg in LAYOUTS[kind]:
+        if seg == "bos":
+            add([] if sp.bos is None else [sp.bos], False, 0.0)
+        elif seg == "prompt":
+            add(ids, False, prompt_ce_weight)
+        elif seg == "gen_prompt":
+            add(ids, False, 0.0)
+        elif seg in ("text", "eos"):
+            add(ids if seg == "text" else [sp.eos], False, 1.0)
+        elif seg == "image":
+            add([sp.pad] * num_image_tokens, True, 0.0)
+        else:  # boi / eoi: structural, fixed by the layout, so not a prediction target
+            add([sp.boi if seg == "boi" else sp.eoi], False, 0.0)
+    if w:
+        w[0] = 0.0  # the first token has no predecessor to predict it from
+    return toks, img, w
+
+
+def pack_sequences(
+    text_ids: list[list[int]],
+    kinds: list[str],
+    num_image_tokens: int,
+    special: SpecialIds,
+    prompt_ce_weight: float = 1.0,
+    padding_side: str = "right",
+    device: torch.device | str | None = None,
+) -> PackedBatch:
+    """Pack B samples into one batch; ``text_ids[b]`` is the prompt/text of sample b (no specials).
+
+    padding_side "right" for training and captioning; "left" for generation, so that every
+    sample's image block occupies the same last N columns.
+    """
+    if len(text_ids) != len(kinds):
+        raise ValueError(f"pack_sequences: {len(text_ids)} texts but {len(kinds)} kinds")
+    unknown = sorted(set(kinds) - set(LAYOUTS))
+    if unknown:
+        raise ValueError(f"pack_sequences: unknown kind(s) {unknown}; expected one of {list(LAYOUTS)}")
+    samples = [_sample_tokens(k, ids, num_image_tokens, special, prompt_ce_weight)
+               for ids, k in zip(text_ids, kinds)]
+    B, L = len(samples), max(len(s[0]) for s in samples)
+    input_ids = torch.full((B, L), special.pad, dtype=torch.long)
+    valid = torch.zeros(B, L, dtype=torch.bool)
+    is_image = torch.zeros(B, L, dtype=torch.bool)
+    weights = torch.zeros(B, L, dtype=torch.float32)
+    for b, (toks, img, w) in enumerate(samples):
+        cols = slice(0, len(toks)) if padding_side == "right" else slice(L - len(toks), L)
+        input_ids[b, cols] = torch.tensor(toks, dtype=torch.long)
+        valid[b, cols] = True
+        is_image[b, cols] = torch.tensor(img, dtype=torch.bool)
+        weights[b, cols] = torch.tensor(w, dtype=torch.float32)
+    position_ids = (valid.long().cumsum(1) - 1).clamp(min=0)                     # (B, L)
+    labels = torch.where(weights > 0, input_ids, torch.full_like(input_ids, -100))
+    block_ids = is_image.long()                                                  # one image per sample
+    image_start = torch.where(is_image.any(1), is_image.long().argmax(1), torch.full((B,), -1))
+    return PackedBatch(
+        input_ids=input_ids.to(device), valid=valid.to(device), is_image=is_image.to(device),
+        block_ids=block_ids.to(device), position_ids=position_ids.to(device),
+        labels=labels.to(device), label_weights=weights.to(device),
+        attention_mask=build_attention_mask(block_ids, valid).to(device),
+        image_start=image_start.to(device),
+    )

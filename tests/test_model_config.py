@@ -1,0 +1,45 @@
+import pytest
+
+from mmar.config import ConfigError
+from mmar.model.config import BackboneConfig, MaskConfig, MMARConfig, ViTConfig, tiny_config
+
+
+def test_defaults_validate_and_round_trip():
+    cfg = MMARConfig()
+    cfg.validate()
+    again = MMARConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.backbone.lora_targets[0] == "q_proj" and again.mask.ratio_min == 0.7
+
+
+def test_tiny_config_geometry():
+    cfg = tiny_config()
+    geo = cfg.image_tokenizer.geometry()
+    assert (geo.num_tokens, geo.token_dim) == (16, 4)
+    assert cfg.backbone.hidden_size == 32
+
+
+def test_unknown_key_raises():
+    with pytest.raises(ConfigError, match="foo"):
+        MMARConfig.from_dict({"foo": 1})
+    with pytest.raises(ConfigError, match=r"MMARConfig\.backbone: unknown field.*bar"):
+        MMARConfig.from_dict({"backbone": {"bar": 2}})
+
+
+@pytest.mark.parametrize("cls, data, field", [
+    (ViTConfig, {"width": 30, "num_heads": 4}, "ViTConfig.width"),
+    (ViTConfig, {"width": 34, "num_heads": 2, "pos_emb": "sincos"}, "ViTConfig.width"),
+    (MaskConfig, {"ratio_min": 0.9, "ratio_max": 0.5}, "MaskConfig.ratio_min"),
+    (BackboneConfig, {"hidden_size": 30, "num_heads": 4}, "BackboneConfig.hidden_size"),
+    (BackboneConfig, {"num_heads": 4, "num_kv_heads": 3}, "BackboneConfig.num_kv_heads"),
+    (BackboneConfig, {"kind": "pretrained"}, "BackboneConfig.path"),
+    (MMARConfig, {"cfg_dropout": 1.5}, "MMARConfig.cfg_dropout"),
+])
+def test_bad_values_raise_naming_the_field(cls, data, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        cls.from_dict(data)
+
+
+def test_sequence_must_fit_positions_raises():
+    with pytest.raises(ConfigError, match="max_position_embeddings"):
+        tiny_config().replace(max_text_len=200)
