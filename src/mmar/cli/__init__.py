@@ -21,6 +21,7 @@ COMMANDS = [
     "precision",
     "vae_scale",
     "cache_latents",
+    "perplexity",
 ]
 
 

@@ -63,11 +63,15 @@ def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrained
 
 
 def build_backbone(cfg: BackboneConfig, vocab_size: int,
-                   hf_config: PretrainedConfig | None = None) -> PreTrainedModel:
+                   hf_config: PretrainedConfig | None = None,
+                   new_token_ids: tuple[int, ...] = ()) -> PreTrainedModel:
     """A causal LM with at least ``vocab_size`` embeddings, in ``cfg.train_mode``.
 
     hf_config: build this architecture (random weights) instead of reading ``cfg``'s source;
     ``MMAR.from_pretrained`` uses it so that a checkpoint needs no original weights.
+    new_token_ids: embedding rows that train in "frozen" and "lora" modes too (MMAR's <boi>,
+    <eoi>): peft trainable tokens, a separate (len, W) delta added to the frozen matrix at those
+    ids (a tied LM head sees it as well), so the LLM's own weights stay bit-identical.
     """
     if cfg.kind == "config" and hf_config is None:
         model = AutoModelForCausalLM.from_config(hf_config_from(cfg, vocab_size),
@@ -79,13 +83,20 @@ def build_backbone(cfg: BackboneConfig, vocab_size: int,
             model.resize_token_embeddings(vocab_size, mean_resizing=False)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if cfg.train_mode == "frozen":
-        model.requires_grad_(False)
-    elif cfg.train_mode == "lora":
-        from peft import LoraConfig, get_peft_model
+    if cfg.train_mode == "full":
+        return model
+    from peft import LoraConfig, TrainableTokensConfig, get_peft_model
 
-        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
-                          lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
-                          bias="none", task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
-    return model
+    embedding = next(name for name, m in model.named_modules()
+                     if m is model.get_input_embeddings()).rsplit(".", 1)[-1]
+    ids = sorted(set(new_token_ids))
+    if cfg.train_mode == "frozen":
+        if not ids:
+            return model.requires_grad_(False)
+        return get_peft_model(model, TrainableTokensConfig(target_modules=[embedding],
+                                                           token_indices=ids))
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                      lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets),
+                      bias="none", task_type="CAUSAL_LM",
+                      trainable_token_indices={embedding: ids} if ids else None)
+    return get_peft_model(model, lora)

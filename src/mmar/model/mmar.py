@@ -54,8 +54,9 @@ class MMAR(nn.Module):
         self.special = SpecialIds(bos=ids.bos, eos=ids.eos, pad=ids.pad, boi=ids.boi, eoi=ids.eoi)
         self.image_tokenizer = build_image_tokenizer(config.image_tokenizer)
         self.geometry = config.image_tokenizer.geometry()
-        self.backbone = build_backbone(config.backbone, len(self.tokenizer), backbone_config)
-        width = self.backbone.get_input_embeddings().embedding_dim
+        self.backbone = build_backbone(config.backbone, len(self.tokenizer), backbone_config,
+                                       new_token_ids=(ids.boi, ids.eoi))
+        width = self.backbone.get_input_embeddings().weight.shape[1]  # peft: no embedding_dim
         g, n, d = self.geometry.latent_size // self.geometry.patch_size, self.geometry.num_tokens, \
             self.geometry.token_dim
         self.vit = EmbeddingViT(d, config.vit, n, (g, g), width)

@@ -5,9 +5,10 @@ Layout of one checkpoint::
     config.json, model.safetensors (raw + "ema." weights), tokenizer/   <- MMAR.save_pretrained
     trainer_state/
       state.json          step, data position, counters, EMA update count, run config
-      optimizer.pt        torch.save(optimizer.state_dict())   (tensors + numbers only)
+      optimizer.pt        AdamW state keyed by parameter name: full tensors, any world size
       scheduler.pt        torch.save(scheduler.state_dict())
-      rng.pt              torch CPU generator (data/masking) + torch global (+ CUDA) RNG states
+      rng.pt              {"ranks": [per rank: generator (kinds/masks/noise), torch global
+                          (+ CUDA) RNG states]}
       ema.safetensors     EMA shadows (weights: never pickled)
 
 A checkpoint is written under a temporary name, every file and directory fsync'ed, then renamed
@@ -136,15 +137,26 @@ def save_trainer_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema,
     generator: torch.Generator,
+    *,
+    optimizer_state: dict | None = None,
+    ema_shadow: dict | None = None,
+    rng_states: list[dict] | None = None,
 ) -> None:
-    """Write ``trainer_state/`` (see the module docstring); ``info`` must be JSON-serialisable."""
+    """Write ``trainer_state/`` (see the module docstring); ``info`` must be JSON-serialisable.
+
+    optimizer_state / ema_shadow / rng_states: what a (distributed) trainer gathered for rank 0
+    to write -- the optimizer keyed by parameter name (``parallel.full_optimizer_state``), full
+    EMA tensors, every rank's RNG states; by default this process's own.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(optimizer.state_dict(), state_dir / "optimizer.pt")
+    torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state,
+               state_dir / "optimizer.pt")
     torch.save(scheduler.state_dict(), state_dir / "scheduler.pt")
-    torch.save(rng_state(generator), state_dir / "rng.pt")
+    torch.save({"ranks": rng_states or [rng_state(generator)]}, state_dir / "rng.pt")
     ema_state = ema.state_dict()
-    shadow = {k: v.contiguous() for k, v in ema_state.pop("shadow").items()}
-    save_file(shadow, str(state_dir / "ema.safetensors"))
+    shadow = ema_state.pop("shadow") if ema_shadow is None else ema_shadow
+    ema_state.pop("shadow", None)
+    save_file({k: v.contiguous() for k, v in shadow.items()}, str(state_dir / "ema.safetensors"))
     with open(state_dir / "state.json", "w") as f:
         json.dump({**info, "ema": ema_state}, f, indent=1)
 
@@ -155,16 +167,32 @@ def load_trainer_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema,
     generator: torch.Generator,
+    *,
+    model: torch.nn.Module | None = None,
+    rank: int = 0,
 ) -> dict:
-    """Restore what :func:`save_trainer_state` wrote; returns its ``info`` dict."""
+    """Restore what :func:`save_trainer_state` wrote; returns its ``info`` dict.
+
+    model: given when the optimizer state is keyed by parameter name (the trainer's, loadable at
+    any world size and into sharded parameters). rank: whose RNG states to restore; a rank the
+    saving run did not have keeps its generator as seeded.
+    """
+    from mmar.training.parallel import load_full_optimizer_state, shard_like
+
     with open(state_dir / "state.json") as f:
         info = json.load(f)
     # weights_only: these files hold only tensors, numbers and strings
-    optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+    optim_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    if model is None:
+        optimizer.load_state_dict(optim_state)
+    else:
+        load_full_optimizer_state(model, optimizer, optim_state)
     scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(state_dir / "rng.pt", weights_only=True), generator)
+    rngs = torch.load(state_dir / "rng.pt", weights_only=True)["ranks"]
+    if rank < len(rngs):
+        set_rng_state(rngs[rank], generator)
     device = next(iter(ema.shadow.values())).device if ema.shadow else "cpu"
     ema_state = info.pop("ema")
     shadow = load_file(str(state_dir / "ema.safetensors"), device=str(device))
-    ema.load_state_dict({**ema_state, "shadow": shadow})
+    ema.load_state_dict({**ema_state, "shadow": shard_like(shadow, ema.shadow)})
     return info

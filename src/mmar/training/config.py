@@ -1,4 +1,4 @@
-"""Run configuration: ``RunConfig = {model, data, optim, train}``, loaded from one YAML file.
+"""Run configuration: ``RunConfig = {model, data, optim, train, parallel}`` from one YAML file.
 
 Everything is checked before any work starts: unknown keys and wrong types by the Config base,
 ranges by each ``validate()``, and the agreements between sections (image size and channels of
@@ -19,6 +19,7 @@ import yaml
 from mmar.config import Config, ConfigError, check
 from mmar.data.config import DataConfig
 from mmar.model.config import MMARConfig
+from mmar.training.parallel import ParallelConfig
 
 
 @dataclass
@@ -85,6 +86,7 @@ class TrainConfig(Config):
     """The training loop.
 
     steps: optimiser updates; each sees ``batch_size * grad_accum`` samples.
+    batch_size: the global micro-batch: under torchrun each of N ranks trains on batch_size / N.
     precision: "bf16" (autocast, the fast path on CPU) or "fp32".
     device: "auto" (cuda when available, else cpu), or a torch device string.
     seed: model init, the sample kinds, masks and CFG dropout (data order uses data.seed).
@@ -127,12 +129,13 @@ class TrainConfig(Config):
 
 @dataclass
 class RunConfig(Config):
-    """One training run: the model, its data, the optimiser and the loop."""
+    """One training run: the model, its data, the optimiser, the loop and its parallelism."""
 
     model: MMARConfig = field(default_factory=MMARConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
     def validate(self) -> None:
         super().validate()

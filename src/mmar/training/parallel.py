@@ -124,8 +124,9 @@ def parallelize(model: nn.Module, cfg: ParallelConfig, device: torch.device) -> 
 
         # find_unused_parameters: a rank whose micro-batch has no image sample (or no masked
         # token) never calls the ViT / diffusion head, and ranks need not agree on that
-        return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                       find_unused_parameters=True)
+        return DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=True)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -165,6 +166,8 @@ class ShardedBatchSampler:
         self.local_batch_size = sampler.batch_size // world_size
 
     def __getattr__(self, name):  # epoch, offset, batch_size, advance, state_dict, ...
+        if name == "sampler":  # not yet set (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.sampler, name)
 
     def __len__(self) -> int:

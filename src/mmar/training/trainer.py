@@ -6,6 +6,8 @@ run's generator, which also drives the model's masks and CFG prompt dropout. The
 learning-rate schedule and the EMA. Everything random is restored on ``--resume`` (optimizer,
 scheduler, EMA, RNG states, data position), so an interrupted run resumed to the end ends with
 the same weights as an uninterrupted one (bit-exact on CPU).
+Under torchrun with ``parallel.strategy`` ddp / fsdp each rank trains on its slice of every
+global batch (see :mod:`mmar.training.parallel`); rank 0 alone logs and writes.
 
 Output directory::
 
@@ -33,6 +35,10 @@ from mmar.training.config import RunConfig
 from mmar.training.ema import EMA
 from mmar.training.metrics import MetricsLog, plot_loss
 from mmar.training.optim import build_optimizer, build_scheduler
+from mmar.training.parallel import (ShardedBatchSampler, all_reduce_sum, barrier, destroy,
+                                    full_model_state, full_optimizer_state, full_tensors,
+                                    gather_objects, global_mean_loss, init_distributed,
+                                    parallelize)
 from mmar.training.sampler import ResumableBatchSampler, StreamPosition, draw_kinds
 
 # Test hook: after this step the process blocks, so a test can kill -9 it at a known point.
@@ -40,6 +46,10 @@ HANG_ENV = "MMAR_TEST_HANG_AFTER_STEP"
 # train.* fields a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "max_minutes", "progress", "log_every", "ckpt_every", "keep_last",
                      "max_nan_in_row", "device"}
+# sections a resumed run may change: checkpoints hold full tensors keyed by name (any world size)
+RESUMABLE_SECTIONS = {"parallel"}
+# rank r draws kinds / masks / noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)
+RANK_SEED_STRIDE = 1_000_003
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,6 +66,8 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
         a, b, where = old.get(k), new.get(k), f"{prefix}{k}"
+        if not prefix and k in RESUMABLE_SECTIONS:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_diff(a, b, where + ".")
         elif a != b and not (prefix == "train." and k in RESUMABLE_CHANGES):
@@ -100,7 +112,8 @@ class Trainer:
         run_cfg.validate()
         self.cfg, self.out = run_cfg, Path(out_dir)
         tc = run_cfg.train
-        self.device = resolve_device(tc.device)
+        # under torchrun: join the process group; the device becomes cuda:LOCAL_RANK on GPU
+        self.dist, self.device = init_distributed(run_cfg.parallel, resolve_device(tc.device))
         self.resume_from = self._check_out_dir(resume)
         init_from = None if self.resume_from else tc.init_from
         if init_from is not None and not (Path(init_from) / "model.safetensors").is_file():
@@ -108,18 +121,22 @@ class Trainer:
                               " point it at a run's final/ or checkpoints/step_XXXXXXX directory")
         torch.manual_seed(tc.seed)
         # kinds, masks, CFG dropout, diffusion noise: on the training device, as the model draws
-        self.generator = torch.Generator(self.device).manual_seed(tc.seed)
+        self.generator = torch.Generator(self.device).manual_seed(
+            tc.seed + RANK_SEED_STRIDE * self.dist.rank)
 
         from mmar.data import build_dataset, collate
 
         self.dataset = build_dataset(run_cfg.data, "train")
         self.stream = isinstance(self.dataset, torch.utils.data.IterableDataset)
-        if self.stream:
-            self.sampler = StreamPosition(tc.batch_size)
-            batching = {"batch_size": tc.batch_size, "drop_last": True}
+        if self.stream:  # the shards are split over the ranks (see mmar.data.webdataset)
+            self.sampler = StreamPosition(self._local_batch_size())
+            batching = {"batch_size": self.sampler.batch_size, "drop_last": True}
         else:
             self.sampler = ResumableBatchSampler(len(self.dataset), tc.batch_size,
                                                  run_cfg.data.seed)
+            if self.dist.distributed:
+                self.sampler = ShardedBatchSampler(self.sampler, self.dist.rank,
+                                                   self.dist.world_size)
             batching = {"batch_sampler": self.sampler}
         self.loader = torch.utils.data.DataLoader(
             self.dataset, collate_fn=collate, num_workers=run_cfg.data.num_workers,
@@ -129,6 +146,10 @@ class Trainer:
         self.model = (model or self._build_model(self.resume_from or init_from)).to(self.device)
         if init_from is not None:
             load_weights(self.model, Path(init_from), use_ema=tc.init_weights == "ema")
+        if self.resume_from is not None:  # full tensors, before any sharding
+            load_weights(self.model, self.resume_from, use_ema=False)
+        # self.model keeps MMAR's methods and parameter names; the step calls self.train_model
+        self.train_model = parallelize(self.model, run_cfg.parallel, self.device)
         self.optimizer = build_optimizer(self.model, run_cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, run_cfg.optim, tc.steps)
         self.ema = EMA(self.model, run_cfg.optim.ema_decay)
@@ -138,6 +159,14 @@ class Trainer:
             self._load_checkpoint(self.resume_from)
 
     # --- set-up -----------------------------------------------------------------------------
+    def _local_batch_size(self) -> int:
+        batch, world = self.cfg.train.batch_size, self.dist.world_size
+        if batch % world:
+            raise ConfigError(f"RunConfig.train.batch_size: the global batch {batch} must be "
+                              f"divisible by the world size {world}, e.g. batch_size: "
+                              f"{max(world, batch // world * world)}")
+        return batch // world
+
     def _check_out_dir(self, resume: bool) -> Path | None:
         if not resume:
             if ckpt.list_checkpoints(self.out):
@@ -145,7 +174,8 @@ class Trainer:
                     f"{self.out} already holds checkpoints: pass --resume to continue that run, "
                     "or choose another --out")
             return None
-        ckpt.remove_stale_tmp(self.out)
+        if self.dist.is_main:
+            ckpt.remove_stale_tmp(self.out)
         latest = ckpt.latest_checkpoint(self.out)
         if latest is None:
             raise FileNotFoundError(
@@ -174,18 +204,24 @@ class Trainer:
         return MMAR(self.cfg.model, text_tokenizer=tok, backbone_config=backbone_config)
 
     def _load_checkpoint(self, path: Path) -> None:
-        load_weights(self.model, path, use_ema=False)
+        """The trainer state of ``path`` (its weights were loaded before parallelize)."""
         info = ckpt.load_trainer_state(path / ckpt.STATE_DIR, self.optimizer, self.scheduler,
-                                       self.ema, self.generator)
+                                       self.ema, self.generator, model=self.model,
+                                       rank=self.dist.rank)
         diff = _config_diff(info["run_config"], self.cfg.to_dict())
         if diff:
             raise ConfigError(
                 f"--resume: {path} was trained with another config ({'; '.join(diff[:6])}); "
                 "resume with the run's own config (OUT/config.yaml) or start a new --out")
         self.sampler.load_state_dict(info["data"])
+        # train.steps may have changed: the next update's lr comes from this run's schedule
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
         self.step, self.skipped = info["step"], info["skipped"]
         self.nan_skipped, self.samples = info["nan_skipped"], info["samples"]
-        self.metrics.truncate_after(self.step)
+        if self.dist.is_main:
+            self.metrics.truncate_after(self.step)
 
     # --- one step -----------------------------------------------------------------------------
     def _batches(self):
@@ -214,29 +250,42 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "loss_text": 0.0, "loss_diff": 0.0}
-        finite, n_samples = True, 0
+        finite, n_samples, step_skipped = True, 0, 0
         for _ in range(tc.grad_accum):
             batch = next(batches)
-            self.skipped += int(batch["skipped"])
+            step_skipped += int(batch["skipped"])
             n = len(batch["texts"])
             if n == 0:  # every image of the batch was unreadable
+                if self.dist.distributed:  # the other ranks wait in this step's collectives
+                    raise RuntimeError(f"rank {self.dist.rank}: every image of a micro-batch was "
+                                       "unreadable; fix or remove the damaged files")
                 continue
             kinds = draw_kinds(n, self.cfg.train.kinds.to_dict(), self.generator)
             images = batch.get("images")
             latents = batch.get("latents")
             with autocast:
-                out = self.model(
+                out = self.train_model(
                     images=None if images is None else images.to(self.device),
                     texts=batch["texts"], kinds=kinds, generator=self.generator,
                     latents=None if latents is None else latents.to(self.device))
-            loss = out["loss"]
             n_samples += n
+            if self.dist.distributed:  # normalised by the global token counts of the batch
+                loss, logged = global_mean_loss(out, self.cfg.model.lambda_img,
+                                                self.dist.world_size, self.device)
+            else:
+                loss, logged = out["loss"], {k: float(torch.as_tensor(out[k]).detach())
+                                             for k in sums}
             for k in sums:
-                sums[k] += float(torch.as_tensor(out[k]).detach()) / tc.grad_accum
-            if not torch.isfinite(loss):
+                sums[k] += logged[k] / tc.grad_accum
+            if not torch.isfinite(loss) and not self.dist.distributed:
                 finite = False
                 continue
             (loss / tc.grad_accum).backward()
+        if self.dist.distributed:  # every rank back-propagated; a NaN anywhere is in the sums
+            finite = math.isfinite(sums["loss"])
+            n_samples, step_skipped = map(int, all_reduce_sum([n_samples, step_skipped],
+                                                              self.device))
+        self.skipped += step_skipped
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.cfg.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if finite else math.nan
@@ -259,30 +308,54 @@ class Trainer:
                 "nan_skipped": self.nan_skipped, "samples": self.samples,
                 "run_config": self.cfg.to_dict()}
 
+    def _full_weights(self) -> tuple[dict, dict]:
+        """(save_pretrained's extra arguments, full EMA tensors); collectives on every rank.
+
+        FSDP: the weights gathered from the shards (on rank 0), else the model's own.
+        """
+        weights = {"state_dict": full_model_state(self.model)} \
+            if self.cfg.parallel.strategy == "fsdp" else {}
+        return weights, full_tensors(self.ema.shadow)
+
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_XXXXXXX`` atomically and keep the last ``keep_last``."""
+        """Write ``checkpoints/step_XXXXXXX`` atomically and keep the last ``keep_last``.
+
+        Every rank gathers; rank 0 alone writes (full tensors, optimizer keyed by name)."""
         final = ckpt.checkpoint_path(self.out, self.step)
-        with ckpt.atomic_directory(final) as tmp:
-            self.model.save_pretrained(tmp, ema_state_dict=self.ema.shadow)
-            ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
-                                    self.scheduler, self.ema, self.generator)
-        ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
+        weights, ema = self._full_weights()
+        optimizer_state = full_optimizer_state(self.model, self.optimizer)
+        rngs = gather_objects(ckpt.rng_state(self.generator))
+        if self.dist.is_main:
+            with ckpt.atomic_directory(final) as tmp:
+                self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
+                ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
+                                        self.scheduler, self.ema, self.generator,
+                                        optimizer_state=optimizer_state, ema_shadow=ema,
+                                        rng_states=rngs)
+            ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
+        barrier()  # no rank reads or resumes from a checkpoint still being written
         return final
 
     def save_final(self) -> Path:
-        with ckpt.atomic_directory(self.out / "final") as tmp:
-            self.model.save_pretrained(tmp, ema_state_dict=self.ema.shadow)
+        weights, ema = self._full_weights()
+        if self.dist.is_main:
+            with ckpt.atomic_directory(self.out / "final") as tmp:
+                self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
+        barrier()
         return self.out / "final"
 
     # --- the loop -----------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train to ``train.steps`` (or the time budget); returns a summary (also summary.json)."""
         tc = self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.cfg.to_yaml(self.out / "config.yaml")
+        main = self.dist.is_main  # only rank 0 writes files
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.cfg.to_yaml(self.out / "config.yaml")
         start, start_step, start_samples = time.perf_counter(), self.step, self.samples
         window_t, window_samples, nan_in_row, stopped = start, 0, 0, "completed"
-        bar = tqdm(total=tc.steps, initial=self.step, desc="train", disable=not tc.progress,
+        bar = tqdm(total=tc.steps, initial=self.step, desc="train",
+                   disable=not (tc.progress and main),
                    dynamic_ncols=True, file=sys.stderr)
         batches = self._batches()
         while self.step < tc.steps:
@@ -297,7 +370,8 @@ class Trainer:
                 record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text",
                           "loss_diff", "lr", "grad_norm")}, "samples_per_s": sps,
                           "skipped": self.skipped, "nan_skipped": self.nan_skipped}
-                self.metrics.append(record)
+                if main:
+                    self.metrics.append(record)
                 bar.set_postfix(loss=f"{r['loss']:.4f}", text=f"{r['loss_text']:.3f}",
                                 diff=f"{r['loss_diff']:.3f}", lr=f"{r['lr']:.2e}",
                                 sps=f"{sps:.1f}")
@@ -311,6 +385,8 @@ class Trainer:
                     "lower optim.lr, a smaller optim.grad_clip or train.precision: fp32")
             out_of_time = (tc.max_minutes is not None
                            and time.perf_counter() - start > tc.max_minutes * 60)
+            if tc.max_minutes is not None and self.dist.distributed:  # stop together
+                out_of_time = all_reduce_sum([float(out_of_time)], self.device)[0] > 0
             if out_of_time:
                 stopped = "time_budget"
             if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or out_of_time \
@@ -323,6 +399,11 @@ class Trainer:
                 break
         bar.close()
         final = self.save_final()
+        if self.dist.distributed:  # the group init_distributed joined; the run is over
+            destroy()
+        if not main:
+            return {"out_dir": str(self.out), "final": str(final), "step": self.step,
+                    "stopped": stopped, "rank": self.dist.rank}
         plot_loss(self.metrics.read(), self.out / "loss.png")
         elapsed = time.perf_counter() - start
         summary = {"out_dir": str(self.out), "final": str(final), "step": self.step,
