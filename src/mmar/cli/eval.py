@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampling and held-out subset seed (default 0)")
     p.add_argument("--num-iter", type=int, default=16, help="masked-AR iterations K (default 16)")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
-    p.add_argument("--temperature", type=float, default=1.0, help="diffusion sampling temperature (default 1.0)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="diffusion sampling temperature (default: the model's diffusion config)")
     p.add_argument("--num-steps", type=int, default=None,
                    help="diffusion sampling steps (default: the model's diffusion config)")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None,

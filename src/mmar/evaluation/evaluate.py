@@ -72,7 +72,7 @@ def evaluate(
     seed: int = 0,
     num_iter: int = 16,
     cfg: float = 3.0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     num_steps: int | None = None,
     sampler: str | None = None,
     batch_size: int = 50,
@@ -85,7 +85,7 @@ def evaluate(
 
     n_per_digit: digits: images generated per digit (10 x n_per_digit in all); shapes: 10 x
       n_per_digit held-out captions are the prompts. As many held-out images are captioned.
-    num_iter, cfg, temperature: sampling; num_steps, sampler: None = the model's diffusion config.
+    num_iter, cfg: sampling; temperature, num_steps, sampler: None = the model's diffusion config.
     inception_weights: a pt_inception .pth file to add the standard FID (``fid_inception``).
     Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
     """
@@ -98,7 +98,8 @@ def evaluate(
     n = 10 * n_per_digit
     perm = torch.randperm(len(test["texts"]), generator=g)               # test splits are sorted by label
     diff = model.config.diffusion  # record the steps / sampler actually used, not None
-    sampling = {"num_iter": num_iter, "cfg": cfg, "temperature": temperature,
+    sampling = {"num_iter": num_iter, "cfg": cfg,
+                "temperature": diff.temperature if temperature is None else temperature,
                 "num_steps": num_steps or diff.num_sampling_steps, "sampler": sampler or diff.sampler}
     res: dict = {"dataset": data_cfg.name, "image_size": data_cfg.image_size, "seed": seed,
                  "n_per_digit": n_per_digit, **sampling}

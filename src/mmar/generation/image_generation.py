@@ -81,7 +81,7 @@ def _sample_batch(model, prompts: list[str], num_iter: int, cfg: float, temperat
 
 @torch.no_grad()
 def generate_tokens(model, prompts: list[str], num_iter: int = 16, cfg: float = 3.0,
-                    temperature: float = 1.0, num_steps: int | None = None,
+                    temperature: float | None = None, num_steps: int | None = None,
                     sampler: str | None = None, eta: float | None = None, seed: int = 0,
                     batch_size: int | None = None, use_cache: bool = True) -> torch.Tensor:
     """Image tokens (B, N, D) for the prompts; arguments as :func:`generate_images`."""
@@ -91,10 +91,11 @@ def generate_tokens(model, prompts: list[str], num_iter: int = 16, cfg: float = 
     if not prompts:
         raise ValueError("generate_images: prompts is empty; pass at least one prompt, e.g. "
                          "['a red circle'] ('' gives an unconditional sample)")
+    dc = model.config.diffusion
+    temperature = dc.temperature if temperature is None else temperature
     if num_iter < 1 or cfg < 0 or temperature < 0:
         raise ValueError(f"generate_images: need num_iter >= 1, cfg >= 0, temperature >= 0; got "
                          f"num_iter={num_iter}, cfg={cfg}, temperature={temperature}")
-    dc = model.config.diffusion
     dc = dc.replace(sampler=sampler or dc.sampler, eta=dc.eta if eta is None else eta)
     scheduler = build_scheduler(dc, model.noise_schedule())
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -111,14 +112,15 @@ def generate_tokens(model, prompts: list[str], num_iter: int = 16, cfg: float = 
 
 
 def generate_images(model, prompts: list[str], num_iter: int = 16, cfg: float = 3.0,
-                    temperature: float = 1.0, num_steps: int | None = None,
+                    temperature: float | None = None, num_steps: int | None = None,
                     sampler: str | None = None, eta: float | None = None, seed: int = 0,
                     batch_size: int | None = None, use_cache: bool = True) -> list[Image.Image]:
     """One image per prompt ("" = unconditional), as PIL images of the tokenizer's size/mode.
 
     num_iter: K masked-AR iterations; cfg: guidance scale w (1 = no uncond half);
-    temperature: tau of the head's sampler; num_steps / sampler / eta: override the diffusion
-    config's num_sampling_steps / sampler ("ddim" | "ddpm") / DDIM eta.
+    temperature / num_steps / sampler / eta: override the diffusion config's temperature (tau,
+    which scales the noise the sampler injects: DDPM, or DDIM with eta > 0) /
+    num_sampling_steps / sampler ("ddim" | "ddpm") / DDIM eta; None keeps the config's.
     Every random draw comes from one torch.Generator seeded with ``seed`` on the model's device;
     batches of ``batch_size`` prompts (default: all) draw from it in turn.
     """

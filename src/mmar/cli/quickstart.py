@@ -1,0 +1,165 @@
+"""`mmar quickstart` (what `make demo` runs): train the tiny MMAR on MNIST-5k, then show it working.
+
+The job, on the built-in default (2 CPU cores, ~15 minutes wall):
+  1. calibrate: time a few training steps on this machine, so that the run fits the budget with
+     a complete learning-rate schedule (a run cut short by a timer would end at a high lr);
+  2. stage 1, mask ratio in [0.7, 1.0], then stage 2, mask ratio in [0, 1.0], from stage 1's EMA
+     weights (the paper's two-stage recipe; presets quickstart_stage1/2);
+  3. evaluate the EMA model: T2I accuracy and classifier-FID (against held-out real digits, with
+     the real-vs-real floor), caption accuracy, text NLL, sampling speed;
+  4. write OUT/ (the final model: MMAR.from_pretrained(OUT)), OUT/samples.png (rows: digits
+     0-9, columns: samples), OUT/captions.txt (held-out images and their captions) and
+     OUT/results.json, and print the metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DESCRIPTION = __doc__.split("\n", 2)[2]
+STAGE_SHARE = 0.6  # share of the training steps given to stage 1 (the rest: stage 2)
+TRAIN_SHARE = 0.75  # share of the wall budget given to training (the rest: evaluation)
+SAMPLING = {"num_iter": 16, "cfg": 3.0}  # evaluation and samples.png; the rest: the model config
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "quickstart", help="train the tiny MMAR on MNIST-5k and show T2I + captioning (make demo)",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
+    p.add_argument("--minutes", type=float, default=15.0,
+                   help="wall budget for training + evaluation (default: %(default)s); "
+                        f"{TRAIN_SHARE:.0%} of it trains")
+    p.add_argument("--steps", type=int, default=None,
+                   help="total optimisation steps over both stages (skips the calibration)")
+    p.add_argument("--n-per-digit", type=int, default=20,
+                   help="generated images per digit for T2I accuracy / classifier-FID "
+                        "(default: %(default)s)")
+    p.add_argument("--samples-per-row", type=int, default=8,
+                   help="columns of samples.png (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
+    p.add_argument("--force", action="store_true", help="delete an existing OUT first")
+    p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
+                   metavar="KEY.PATH=VALUE",
+                   help="override fields of both stages' run configs (presets "
+                        "quickstart_stage1/2), e.g. --set model.backbone.hidden_size=256")
+    p.set_defaults(func=run)
+
+
+def calibrate_steps(stage1, budget_s: float, probe_steps: int = 12) -> tuple[int, float]:
+    """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run."""
+    from mmar.training.trainer import Trainer
+
+    probe = stage1.replace(train=stage1.train.replace(
+        steps=probe_steps, ckpt_every=0, progress=False, log_every=probe_steps),
+        optim=stage1.optim.replace(warmup_steps=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = Trainer(probe, Path(tmp) / "probe").fit()
+    # fit() times model-building and the final save too, so this slightly under-estimates speed
+    sec_per_step = summary["elapsed_s"] / probe_steps
+    return max(2, int(budget_s / sec_per_step)), sec_per_step
+
+
+def sample_grid(model, out_png: Path, per_row: int, seed: int, **sampling) -> list[str]:
+    """samples.png: one row per digit 0-9 (prompt "a handwritten digit <name>"), per_row columns."""
+    from PIL import Image
+
+    from mmar.data.captions import DIGIT_NAMES
+
+    prompts = [f"a handwritten digit {DIGIT_NAMES[d]}" for d in range(10) for _ in range(per_row)]
+    images = model.generate_images(prompts, seed=seed, **sampling)
+    w, h = images[0].size
+    grid = Image.new(images[0].mode, (w * per_row, h * 10))
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % per_row) * w, (i // per_row) * h))
+    grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(out_png)
+    return prompts[::per_row]
+
+
+def write_captions(model, out_txt: Path, n: int = 20) -> float:
+    """Caption the first ``n`` held-out images; returns their accuracy (label named)."""
+    from mmar.data import DataConfig, build_dataset, parse_digit
+    from mmar.evaluation.metrics import tensor_to_pil
+
+    tok = model.config.image_tokenizer
+    ds = build_dataset(DataConfig(name="mnist", image_size=tok.image_size), "test")
+    items = [ds[i] for i in range(n)]
+    import torch
+
+    captions = model.caption(tensor_to_pil(torch.stack([it["image"] for it in items])))
+    with open(out_txt, "w") as f:
+        for i, (it, c) in enumerate(zip(items, captions)):
+            f.write(f"test[{i}]\tlabel={it['label']}\t{c}\n")
+    return sum(parse_digit(c) == it["label"] for it, c in zip(items, captions)) / n
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmar.training.config import load_preset
+    from mmar.training.trainer import Trainer
+
+    out = Path(args.out)
+    if out.exists():
+        if not args.force and any(out.iterdir()):
+            print(f"mmar quickstart: {out} exists; pass --force to replace it or --out DIR",
+                  file=sys.stderr)
+            return 2
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    seed = [f"train.seed={args.seed}", *args.overrides]
+    stage1 = load_preset("quickstart_stage1", seed)
+    t_start = time.perf_counter()
+    if args.steps is None:
+        budget = args.minutes * 60 * TRAIN_SHARE
+        total, sec_per_step = calibrate_steps(stage1, budget - (time.perf_counter() - t_start))
+        print(f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
+              f"for {budget / 60:.1f} min of training")
+    else:
+        total = args.steps
+    steps1 = max(1, round(total * STAGE_SHARE))
+    steps2 = max(1, total - steps1)
+
+    def stage_cfg(cfg, steps):
+        warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
+        return cfg.replace(train=cfg.train.replace(steps=steps),
+                           optim=cfg.optim.replace(warmup_steps=warm))
+
+    t_train = time.perf_counter()
+    s1 = Trainer(stage_cfg(stage1, steps1), out / "stage1").fit()
+    stage2 = load_preset("quickstart_stage2", seed + [f"train.init_from={out / 'stage1' / 'final'}"])
+    s2 = Trainer(stage_cfg(stage2, steps2), out / "stage2").fit()
+    train_s = time.perf_counter() - t_train
+
+    # The final model at the top of OUT, so that MMAR.from_pretrained(OUT) loads it.
+    final = Path(s2["final"])
+    for item in final.iterdir():
+        dest = out / item.name
+        (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
+    shutil.copy2(out / "stage2" / "config.yaml", out / "config.yaml")
+
+    from mmar.evaluation.evaluate import evaluate, format_results
+    from mmar.model.mmar import MMAR
+
+    model = MMAR.from_pretrained(out)
+    sampling = dict(SAMPLING)
+    res = evaluate(model, "mnist", n_per_digit=args.n_per_digit, seed=args.seed, **sampling)
+    sample_grid(model, out / "samples.png", args.samples_per_row, args.seed + 1, **sampling)
+    write_captions(model, out / "captions.txt")
+    res.update({
+        "train_seconds": train_s, "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},
+        "train_samples_per_s": (s1["samples"] + s2["samples"]) / max(train_s, 1e-9),
+        "total_seconds": time.perf_counter() - t_start,
+        "targets": {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
+    })
+    with open(out / "results.json", "w") as f:
+        json.dump(res, f, indent=1)
+    print(format_results(res))
+    print(f"training: {train_s / 60:.1f} min, {s1['step']} + {s2['step']} steps; total "
+          f"{res['total_seconds'] / 60:.1f} min")
+    print(f"wrote {out}/ (model), {out}/samples.png, {out}/captions.txt, {out}/results.json")
+    return 0
