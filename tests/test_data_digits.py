@@ -142,3 +142,38 @@ def test_data_config_raises(kw, field):
 def test_data_config_unknown_name_raises():
     with pytest.raises(ConfigError, match="DataConfig.name"):
         DataConfig.from_dict({"name": "imagenet"})
+
+
+def test_max_shift_translates_train_images_only():
+    import torch
+
+    from mmar.data import DataConfig, build_dataset
+
+    plain = build_dataset(DataConfig(name="digits", image_size=16), "train")
+    shifted = build_dataset(DataConfig(name="digits", image_size=16, max_shift=2), "train")
+    test_shifted = build_dataset(DataConfig(name="digits", image_size=16, max_shift=2), "test")
+    test_plain = build_dataset(DataConfig(name="digits", image_size=16), "test")
+    assert torch.equal(test_shifted[3]["image"], test_plain[3]["image"])
+    moved = 0
+    for i in range(40):
+        a, b = plain[i]["image"], shifted[i]["image"]
+        assert torch.equal(shifted[i]["image"], b)  # deterministic per (seed, epoch, index)
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(torch.roll(a, (dy, dx), (1, 2))[:, 2:-2, 2:-2], b[:, 2:-2, 2:-2])]
+        assert found, f"item {i} is not a translation of the original by at most 2 px"
+        moved += found[0] != (0, 0)
+        assert b.min() >= -1 and b.max() <= 1
+    assert moved > 20  # most items move
+    shifted.set_epoch(1)
+    assert any(not torch.equal(shifted[i]["image"], b) for i in range(10) for b in [
+        build_dataset(DataConfig(name="digits", image_size=16, max_shift=2), "train")[i]["image"]])
+
+
+def test_max_shift_out_of_range_raises():
+    import pytest
+
+    from mmar.config import ConfigError
+    from mmar.data import DataConfig
+
+    with pytest.raises(ConfigError, match=r"DataConfig.max_shift: must be in \[0, image_size/2\)"):
+        DataConfig(name="mnist", max_shift=16).validate()

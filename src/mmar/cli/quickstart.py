@@ -24,7 +24,7 @@ from pathlib import Path
 
 DESCRIPTION = __doc__.split("\n", 2)[2]
 STAGE_SHARE = 0.6  # share of the training steps given to stage 1 (the rest: stage 2)
-TRAIN_SHARE = 0.75  # share of the wall budget given to training (the rest: evaluation)
+TRAIN_SHARE = 0.9  # share of the wall budget calibrated for training (stage 2 runs faster: ~0.8 of it)
 SAMPLING = {"num_iter": 16, "cfg": 3.0}  # evaluation and samples.png; the rest: the model config
 
 
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
                         f"{TRAIN_SHARE:.0%} of it trains")
     p.add_argument("--steps", type=int, default=None,
                    help="total optimisation steps over both stages (skips the calibration)")
-    p.add_argument("--n-per-digit", type=int, default=20,
+    p.add_argument("--n-per-digit", type=int, default=50,
                    help="generated images per digit for T2I accuracy / classifier-FID "
                         "(default: %(default)s)")
     p.add_argument("--samples-per-row", type=int, default=8,

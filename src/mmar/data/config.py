@@ -40,6 +40,8 @@ class DataConfig(Config):
     latent_flip: latents: "random" (the stored image or its flip, chosen from (seed, epoch,
       index)), "both" (every image and its flip, twice the length), "none" (never flipped).
     shuffle_buffer: webdataset: samples held for shuffling on the train split (0 = no shuffle).
+    max_shift: mnist/digits: train images are translated by up to this many pixels in x and y
+      (zero fill), drawn from (seed, epoch, index); 0 = off. The test split is never shifted.
     num_workers: DataLoader worker processes.
     """
 
@@ -55,6 +57,7 @@ class DataConfig(Config):
     seed: int = 0
     latent_flip: Literal["random", "both", "none"] = "random"
     shuffle_buffer: int = 256
+    max_shift: int = 0
     num_workers: int = 0
 
     def validate(self) -> None:
@@ -81,6 +84,8 @@ class DataConfig(Config):
             f"{n}.test_fraction",
             f"must be in [0, 1), e.g. test_fraction: 0.2, got {self.test_fraction}",
         )
+        check(0 <= self.max_shift < self.image_size // 2, f"{n}.max_shift",
+              f"must be in [0, image_size/2), e.g. max_shift: 2, got {self.max_shift}")
         check(self.length >= 1, f"{n}.length", f"must be >= 1, e.g. 10000, got {self.length}")
         check(
             self.test_length >= 1,

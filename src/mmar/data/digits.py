@@ -91,6 +91,7 @@ class DigitDataset(torch.utils.data.Dataset):
         x = resize_digits(images[idx], cfg.image_size)  # (N, 1, H, W)
         self.images = x.expand(-1, cfg.image_channels, -1, -1)  # (N, C, H, W); a view for C=3
         self.caption_seed = cfg.seed
+        self.max_shift = cfg.max_shift if split == "train" else 0
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -104,9 +105,23 @@ class DigitDataset(torch.utils.data.Dataset):
         k = template_index(index, self.split, self.caption_seed, self.epoch)
         return digit_caption(int(self.labels[index]), k)
 
+    def image(self, index: int) -> torch.Tensor:
+        """The image, on "train" translated by (dy, dx) in [-max_shift, max_shift]^2 (zero fill:
+        -1), drawn from (seed, epoch, index) so that a resumed run sees the same images."""
+        x = self.images[index]  # (C, H, W)
+        if not self.max_shift:
+            return x
+        rng = np.random.default_rng((self.caption_seed, self.epoch, index, 1))
+        dy, dx = (int(v) for v in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
+        out = torch.full_like(x, -1.0)
+        H, W = x.shape[-2:]
+        out[:, max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
+            x[:, max(-dy, 0):H + min(-dy, 0), max(-dx, 0):W + min(-dx, 0)]
+        return out
+
     def __getitem__(self, index: int) -> dict:
         return {
-            "image": self.images[index],
+            "image": self.image(index),
             "text": self.caption(index),
             "label": int(self.labels[index]),
         }
