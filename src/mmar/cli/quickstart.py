@@ -83,18 +83,19 @@ def sample_grid(model, out_png: Path, per_row: int, seed: int, **sampling) -> li
 
 
 def write_captions(model, out_txt: Path, n: int = 20) -> float:
-    """Caption the first ``n`` held-out images; returns their accuracy (label named)."""
+    """Caption ``n`` held-out images spread over the (label-sorted) split; returns their accuracy."""
     from mmar.data import DataConfig, build_dataset, parse_digit
     from mmar.evaluation.metrics import tensor_to_pil
 
     tok = model.config.image_tokenizer
     ds = build_dataset(DataConfig(name="mnist", image_size=tok.image_size), "test")
-    items = [ds[i] for i in range(n)]
+    picks = range(0, len(ds), max(1, len(ds) // n))[:n]
+    items = [ds[i] for i in picks]
     import torch
 
     captions = model.caption(tensor_to_pil(torch.stack([it["image"] for it in items])))
     with open(out_txt, "w") as f:
-        for i, (it, c) in enumerate(zip(items, captions)):
+        for i, it, c in zip(picks, items, captions):
             f.write(f"test[{i}]\tlabel={it['label']}\t{c}\n")
     return sum(parse_digit(c) == it["label"] for it, c in zip(items, captions)) / n
 
