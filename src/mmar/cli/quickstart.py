@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
     p.add_argument("--minutes", type=float, default=15.0,
                    help="wall budget for training + evaluation (default: %(default)s); "
-                        f"{TRAIN_SHARE:.0%} of it trains")
+                        f"{TRAIN_SHARE:.0%}% of it is calibrated for training")
     p.add_argument("--steps", type=int, default=None,
                    help="total optimisation steps over both stages (skips the calibration)")
     p.add_argument("--n-per-digit", type=int, default=50,
