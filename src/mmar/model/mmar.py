@@ -297,10 +297,19 @@ class MMAR(nn.Module):
                                                                    path=str(d / TOKENIZER_DIR)))
         tok = build_pretrained_tokenizer(d / TOKENIZER_DIR)
         model = cls(config, tok, backbone_config=AutoConfig.from_pretrained(str(d / BACKBONE_DIR)))
-        state = load_file(str(d / WEIGHTS_FILE))
-        model._load_weights({k: v for k, v in state.items() if not k.startswith("ema.")},
-                            d / WEIGHTS_FILE, partial=False)
+        model.load_weights(d, use_ema=use_ema)
+        return model.to(device) if device is not None else model
+
+    def load_weights(self, directory: str | Path, use_ema: bool = True) -> None:
+        """Load ``directory/model.safetensors`` (save_pretrained's) into this model, strictly.
+
+        use_ema: then take the "ema." tensors where present (tensors the EMA does not hold, e.g.
+        buffers and frozen weights, keep the raw ones). Used by from_pretrained and by the trainer
+        (init_from, --resume)."""
+        file = Path(directory) / WEIGHTS_FILE
+        state = load_file(str(file))
+        self._load_weights({k: v for k, v in state.items() if not k.startswith("ema.")},
+                           file, partial=False)
         ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
         if use_ema and ema:
-            model._load_weights(ema, d / WEIGHTS_FILE, partial=True)
-        return model.to(device) if device is not None else model
+            self._load_weights(ema, file, partial=True)

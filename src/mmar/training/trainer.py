@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from mmar.config import ConfigError
@@ -73,28 +72,6 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b and not (prefix == "train." and k in RESUMABLE_CHANGES):
             out.append(f"{where}: {a!r} -> {b!r}")
     return out
-
-
-def load_weights(model: torch.nn.Module, path: Path, use_ema: bool) -> None:
-    """Load ``path/model.safetensors`` (MMAR.save_pretrained's) into ``model``, strictly.
-
-    use_ema: take the "ema." tensors where present (the rest, e.g. frozen weights and buffers,
-    keep the raw ones). Tied weights are stored once, so an alias missing from the file is fine
-    when the tensor it shares is there.
-    """
-    state = load_file(str(path / "model.safetensors"))
-    raw = {k: v for k, v in state.items() if not k.startswith("ema.")}
-    if use_ema:
-        raw.update({k[len("ema."):]: v for k, v in state.items() if k.startswith("ema.")})
-    first: dict[int, str] = {}
-    canonical = {k: first.setdefault(id(v), k) for k, v in model.state_dict(keep_vars=True).items()}
-    missing = sorted(k for k, c in canonical.items() if c not in raw)
-    unexpected = sorted(set(raw) - set(canonical))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}/model.safetensors does not fit the model of this config: missing "
-            f"{missing[:5]}, unexpected {unexpected[:5]}; does its model section match?")
-    model.load_state_dict(raw, strict=False)  # aliases of tied tensors load through the shared one
 
 
 class Trainer:
@@ -145,9 +122,9 @@ class Trainer:
             generator=torch.Generator().manual_seed(run_cfg.data.seed), **batching)
         self.model = (model or self._build_model(self.resume_from or init_from)).to(self.device)
         if init_from is not None:
-            load_weights(self.model, Path(init_from), use_ema=tc.init_weights == "ema")
+            self.model.load_weights(init_from, use_ema=tc.init_weights == "ema")
         if self.resume_from is not None:  # full tensors, before any sharding
-            load_weights(self.model, self.resume_from, use_ema=False)
+            self.model.load_weights(self.resume_from, use_ema=False)
         # self.model keeps MMAR's methods and parameter names; the step calls self.train_model
         self.train_model = parallelize(self.model, run_cfg.parallel, self.device)
         self.optimizer = build_optimizer(self.model, run_cfg.optim)
