@@ -1,9 +1,10 @@
 """kill -9 between checkpoints, --resume to the end: the same final weights, bit for bit.
 
-Three `mmar train` subprocesses on the tiny preset (fp32, 12 steps, a checkpoint every 4):
-an uninterrupted reference; a run that blocks after step 10 (test hook) and is killed with
-SIGKILL once its step-8 checkpoint exists; and its `--resume`, which must restart from step 8
-(ignoring a half-written checkpoint directory) and end with tensors equal to the reference.
+Three subprocesses on the tiny preset (fp32, 12 steps, a checkpoint every 4): an uninterrupted
+reference (`mmar train`); a run that blocks after step 10 (the same config through the Python
+API, with a Trainer callback that sleeps) and is killed with SIGKILL once its step-8 checkpoint
+exists; and its `mmar train --resume`, which must restart from step 8 (ignoring a half-written
+checkpoint directory) and end with tensors equal to the reference.
 """
 
 import json
@@ -16,10 +17,22 @@ import time
 import torch
 from safetensors.torch import load_file
 
-from mmar.training.trainer import HANG_ENV
+SETS = ["train.ckpt_every=4", "train.keep_last=3", "train.precision=fp32", "train.progress=false"]
+ARGS = ["--config", "tiny", "--steps", "12", "--set", *SETS]
+# `mmar train --config tiny --steps 12 --set SETS` with a callback that blocks after step 10,
+# so the test can kill -9 it at a known point (argv[1]: the output directory)
+BLOCKING_RUN = f"""
+import sys, time
+from mmar.training.config import load_preset
+from mmar.training.trainer import Trainer
 
-ARGS = ["--config", "tiny", "--steps", "12", "--set", "train.ckpt_every=4", "train.keep_last=3",
-        "train.precision=fp32", "train.progress=false"]
+def block_after_10(trainer, record):
+    if record["step"] == 10:
+        time.sleep(3600)
+
+cfg = load_preset("tiny", {[*SETS, "train.steps=12"]!r})
+Trainer(cfg, sys.argv[1], callbacks=[block_after_10]).fit()
+"""
 
 
 def _cmd(out, *extra):
@@ -40,7 +53,8 @@ def _logged_steps(out):
 def test_resume_after_kill9_gives_identical_final_weights(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     reference = subprocess.Popen(_cmd(ref), env=_env(), stderr=subprocess.PIPE)
-    victim = subprocess.Popen(_cmd(run), env=_env(**{HANG_ENV: "10"}), stderr=subprocess.PIPE)
+    victim = subprocess.Popen([sys.executable, "-c", BLOCKING_RUN, str(run)], env=_env(),
+                              stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (10 in _logged_steps(run) and (run / "checkpoints" / "step_0000008").is_dir()):
         assert victim.poll() is None, victim.stderr.read().decode()

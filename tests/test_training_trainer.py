@@ -1,5 +1,5 @@
 """The training loop on the tiny preset: NaN skip/stop, time budget, init_from, corrupt images,
-output-directory guards, and `mmar train` end to end through the CLI."""
+output-directory guards, callbacks, and `mmar train` end to end through the CLI."""
 
 import json
 
@@ -13,6 +13,7 @@ from mmar.cli import main
 from mmar.data import corpus
 from mmar.model.mmar import MMAR
 from mmar.tokenizers import build_text_tokenizer
+from mmar.training import checkpoint as ckpt
 from mmar.training.config import load_preset
 from mmar.training.trainer import Trainer, TrainingDiverged
 
@@ -132,6 +133,55 @@ def test_out_dir_guards(tmp_path):
 
     with pytest.raises(ConfigError, match=r"another config.*batch_size"):
         Trainer(tiny("train.batch_size=4"), tmp_path, resume=True)
+
+
+def test_callbacks_see_every_step_in_order(tmp_path):
+    calls = []
+
+    def first(trainer, record):
+        assert trainer.step == record["step"]  # called after the step
+        if record["checkpoint"] is not None:  # complete when the callback sees it
+            assert ckpt.latest_checkpoint(tmp_path) == record["checkpoint"]
+        calls.append(("first", dict(record)))
+
+    def second(trainer, record):
+        calls.append(("second", record["step"]))
+
+    cfg = tiny("train.steps=5", "train.ckpt_every=2", "train.log_every=100")
+    summary = Trainer(cfg, tmp_path, callbacks=[first, second]).fit()
+    assert summary["step"] == 5
+    assert [c[0] for c in calls] == ["first", "second"] * 5
+    records = [r for name, r in calls if name == "first"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["checkpoint"] for r in records] == [
+        None, ckpt.checkpoint_path(tmp_path, 2), None, ckpt.checkpoint_path(tmp_path, 4),
+        ckpt.checkpoint_path(tmp_path, 5)]
+    assert set(records[0]) == {"step", "loss", "loss_text", "loss_diff", "lr", "grad_norm",
+                               "finite", "samples", "skipped", "nan_skipped", "checkpoint"}
+    assert all(r["finite"] and r["loss"] > 0 and r["samples"] == 8 for r in records)
+    # per step, whatever log_every: metrics.jsonl only has the last step
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [5] and logged[0]["loss"] == records[-1]["loss"]
+
+
+def test_callback_exception_stops_the_run(tmp_path):
+    seen = []
+
+    def stop_at_3(trainer, record):
+        seen.append(record["step"])
+        if record["step"] == 3:
+            raise KeyboardInterrupt("stop here")
+
+    t = Trainer(tiny("train.steps=6", "train.ckpt_every=2"), tmp_path, callbacks=[stop_at_3])
+    with pytest.raises(KeyboardInterrupt, match="stop here"):
+        t.fit()
+    assert seen == [1, 2, 3] and t.step == 3
+    assert not (tmp_path / "final").exists()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    resumed = Trainer(tiny("train.steps=6", "train.ckpt_every=2"), tmp_path, resume=True,
+                      callbacks=[lambda trainer, record: seen.append(record["step"])])
+    assert resumed.fit()["step"] == 6
+    assert seen == [1, 2, 3, 3, 4, 5, 6]  # restored steps are not replayed to callbacks
 
 
 def test_mmar_train_cli_end_to_end(tmp_path, capsys):

@@ -9,6 +9,8 @@ the same weights as an uninterrupted one (bit-exact on CPU).
 Under torchrun with ``parallel.strategy`` ddp / fsdp each rank trains on its slice of every
 global batch (see :mod:`mmar.training.parallel`); rank 0 alone logs and writes.
 
+Callbacks (``Trainer(..., callbacks=[...])``) see every step as it ends; see :data:`Callback`.
+
 Output directory::
 
     OUT/config.yaml  metrics.jsonl  loss.png  summary.json
@@ -20,9 +22,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -40,8 +42,24 @@ from mmar.training.parallel import (ShardedBatchSampler, all_reduce_sum, barrier
                                     parallelize)
 from mmar.training.sampler import ResumableBatchSampler, StreamPosition, draw_kinds
 
-# Test hook: after this step the process blocks, so a test can kill -9 it at a known point.
-HANG_ENV = "MMAR_TEST_HANG_AFTER_STEP"
+Callback = Callable[["Trainer", dict], None]
+"""``callback(trainer, record)``, called by ``fit()`` once after every training step.
+
+When: after the step's optimiser update (or its NaN skip), its metrics line and its checkpoint
+(when one is due), so ``trainer.step`` is the step just done and a checkpoint written at it is
+complete; the last step's call comes before ``final/`` is written. Not called for the steps a
+resumed run restored, nor for a step at which the run stops with TrainingDiverged.
+record: ``step``; the step's ``loss``, ``loss_text``, ``loss_diff`` (global means), ``lr`` (the
+  one the update used), ``grad_norm`` (NaN when skipped), ``finite`` (False: NaN/inf, no
+  update), ``samples`` (this step's); the run's ``skipped`` (unreadable images) and
+  ``nan_skipped`` counts; ``checkpoint``: the directory written at this step, else None.
+An exception raised by a callback stops the run: ``fit()`` re-raises it, no ``final/`` is written
+and checkpoints already written stay (``--resume`` continues from them). Callbacks run on every
+rank under torchrun (``trainer.dist.is_main`` is rank 0): one that raises on some ranks only
+leaves the others waiting in the next collective. A resumed run is only bit-exact if callbacks
+leave the model, optimiser and RNGs (torch's global one included) alone.
+"""
+
 # train.* fields a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "max_minutes", "progress", "log_every", "ckpt_every", "keep_last",
                      "max_nan_in_row", "device"}
@@ -80,14 +98,17 @@ class Trainer:
     resume: continue from the newest complete checkpoint in ``out_dir/checkpoints``.
     model: train this module instead of building ``MMAR(run_cfg.model)`` (tests; it must follow
       MMAR's forward / save_pretrained contract and have a ``text_tokenizer``).
+    callbacks: called after every step, in order (progress reports, custom stopping; see
+      :data:`Callback`).
     The constructor validates everything and builds the model, data and optimiser; ``fit()`` runs.
     Seeds torch's global RNG with ``train.seed`` (weight init, any dropout), as HF's set_seed does.
     """
 
     def __init__(self, run_cfg: RunConfig, out_dir: str | Path, resume: bool = False,
-                 model: torch.nn.Module | None = None):
+                 model: torch.nn.Module | None = None, callbacks: Sequence[Callback] = ()):
         run_cfg.validate()
         self.cfg, self.out = run_cfg, Path(out_dir)
+        self.callbacks = list(callbacks)
         tc = run_cfg.train
         # under torchrun: join the process group; the device becomes cuda:LOCAL_RANK on GPU
         self.dist, self.device = init_distributed(run_cfg.parallel, resolve_device(tc.device))
@@ -322,6 +343,18 @@ class Trainer:
         return self.out / "final"
 
     # --- the loop -----------------------------------------------------------------------------
+    def _run_callbacks(self, r: dict, saved: Path | None, bar) -> None:
+        """Call every callback with this step's record; one that raises stops the run."""
+        record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text", "loss_diff", "lr",
+                  "grad_norm", "finite", "samples")},
+                  "skipped": self.skipped, "nan_skipped": self.nan_skipped, "checkpoint": saved}
+        try:
+            for callback in self.callbacks:
+                callback(self, record)
+        except BaseException:
+            bar.close()
+            raise
+
     def fit(self) -> dict:
         """Train to ``train.steps`` (or the time budget); returns a summary (also summary.json)."""
         tc = self.cfg.train
@@ -366,12 +399,12 @@ class Trainer:
                 out_of_time = all_reduce_sum([float(out_of_time)], self.device)[0] > 0
             if out_of_time:
                 stopped = "time_budget"
+            saved = None
             if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or out_of_time \
                     or self.step == tc.steps:
-                self.save_checkpoint()
-            if os.environ.get(HANG_ENV) == str(self.step):
-                bar.close()
-                time.sleep(3600)
+                saved = self.save_checkpoint()
+            if self.callbacks:
+                self._run_callbacks(r, saved, bar)
             if out_of_time:
                 break
         bar.close()
