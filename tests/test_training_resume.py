@@ -17,6 +17,8 @@ import time
 import torch
 from safetensors.torch import load_file
 
+from mmar.training import checkpoint as ckpt
+
 SETS = ["train.ckpt_every=4", "train.keep_last=3", "train.precision=fp32", "train.progress=false"]
 ARGS = ["--config", "tiny", "--steps", "12", "--set", *SETS]
 # `mmar train --config tiny --steps 12 --set SETS` with a callback that blocks after step 10,
@@ -76,12 +78,18 @@ def test_resume_after_kill9_gives_identical_final_weights(tmp_path):
     assert _logged_steps(run) == list(range(1, 13))  # steps 9, 10 re-logged once, not twice
 
     assert any(k.startswith("ema.") for k in load_file(str(ref / "final/model.safetensors")))
-    for name in ("final/model.safetensors", "checkpoints/step_0000012/model.safetensors",
-                 "checkpoints/step_0000012/trainer_state/ema.safetensors"):
+    for name in ("final/model.safetensors", "checkpoints/step_0000012/model.safetensors"):
         a, b = load_file(str(ref / name)), load_file(str(run / name))
         assert a.keys() == b.keys()
         unequal = [k for k in a if not torch.equal(a[k], b[k])]
         assert not unequal, f"{name}: {unequal[:5]} differ after resume"
+    # the EMA is stored once: "ema." tensors of model.safetensors, bookkeeping in state.json
+    state = run / "checkpoints/step_0000012" / ckpt.STATE_DIR
+    assert sorted(p.name for p in state.iterdir()) == ["optimizer.pt", "rng.pt", "scheduler.pt",
+                                                        "state.json"]
+    ema_ref, ema_run = (json.loads((d / "checkpoints/step_0000012" / ckpt.STATE_DIR /
+                                    "state.json").read_text())["ema"] for d in (ref, run))
+    assert ema_run == ema_ref and ema_run["num_updates"] == 12
     opt = "checkpoints/step_0000012/trainer_state/optimizer.pt"
     opt_a, opt_b = (torch.load(d / opt, weights_only=True) for d in (ref, run))
     assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])

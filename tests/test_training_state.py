@@ -1,10 +1,12 @@
-"""Resumable sampler, sample-kind mixture, atomic checkpoint directories, metrics log."""
+"""Resumable sampler, sample-kind mixture, atomic checkpoint directories, trainer state (EMA
+from model.safetensors, tied weights), metrics log."""
 
 import json
 import os
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from mmar.training import checkpoint as ckpt
 from mmar.training.metrics import MetricsLog, plot_loss
@@ -90,35 +92,78 @@ def test_atomic_directory_leaves_nothing_on_error(tmp_path):
     assert not final.exists() and os.listdir(final.parent) == []
 
 
-def test_trainer_state_round_trip(tmp_path):
+def _linear_state():
     from mmar.training.config import OptimConfig
     from mmar.training.ema import EMA
     from mmar.training.optim import build_optimizer, build_scheduler
 
-    def make():
-        torch.manual_seed(0)
-        model = torch.nn.Linear(3, 2)
-        opt = build_optimizer(model, OptimConfig(warmup_steps=2))
-        return model, opt, build_scheduler(opt, OptimConfig(warmup_steps=2), 10), EMA(model, 0.9)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = build_optimizer(model, OptimConfig(warmup_steps=2))
+    return model, opt, build_scheduler(opt, OptimConfig(warmup_steps=2), 10), EMA(model, 0.9)
 
-    model, opt, sched, ema = make()
+
+def _save_linear_checkpoint(path, step=1):
+    """A checkpoint directory as the trainer writes it, for a Linear: model.safetensors with the
+    raw and "ema." tensors (save_pretrained's layout) and trainer_state/. Returns what to expect."""
+    model, opt, sched, ema = _linear_state()
     model(torch.ones(1, 3)).sum().backward()
     opt.step(), sched.step(), ema.update(model)
     gen = torch.Generator().manual_seed(1)
     torch.rand(3, generator=gen)
-    ckpt.save_trainer_state(tmp_path, {"step": 1}, opt, sched, ema, gen)
-    expect_gen, expect_global = torch.rand(4, generator=gen), torch.rand(4)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file({**{k: v.detach().clone() for k, v in model.state_dict().items()},
+               **{f"ema.{k}": v.clone() for k, v in ema.shadow.items()}},
+              str(path / ckpt.WEIGHTS_FILE))
+    info = {"step": step, "data": {}, "skipped": 0, "nan_skipped": 0, "samples": 0,
+            "run_config": {}}
+    ckpt.save_trainer_state(path / ckpt.STATE_DIR, info, opt, sched, ema, gen)
+    return info, opt, ema, gen
 
-    model2, opt2, sched2, ema2 = make()
+
+def test_trainer_state_round_trip(tmp_path):
+    info, opt, ema, gen = _save_linear_checkpoint(tmp_path)
+    expect_gen, expect_global = torch.rand(4, generator=gen), torch.rand(4)
+    state = tmp_path / ckpt.STATE_DIR
+    # the EMA is stored once: in model.safetensors; state.json keeps its bookkeeping
+    assert sorted(os.listdir(state)) == ["optimizer.pt", "rng.pt", "scheduler.pt", "state.json"]
+    assert json.loads((state / "state.json").read_text())["ema"] == {"num_updates": 1,
+                                                                    "max_decay": 0.9}
+
+    model2, opt2, sched2, ema2 = _linear_state()
     gen2 = torch.Generator()
-    info = ckpt.load_trainer_state(tmp_path, opt2, sched2, ema2, gen2)
-    assert info == {"step": 1}
+    assert not torch.equal(ema2.shadow["weight"], ema.shadow["weight"])
+    assert ckpt.load_trainer_state(state, opt2, sched2, ema2, gen2) == info
     assert torch.equal(torch.rand(4, generator=gen2), expect_gen)
     assert torch.equal(torch.rand(4), expect_global)
     assert sched2.last_epoch == 1 and ema2.num_updates == 1
     assert torch.equal(ema2.shadow["weight"], ema.shadow["weight"])
     exp_avg = opt.state_dict()["state"][0]["exp_avg"]
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], exp_avg)
+
+
+class Tied(torch.nn.Module):
+    """An embedding and an output layer sharing one weight (as a tied LM head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(5, 3)
+        self.head = torch.nn.Linear(3, 5, bias=False)
+        self.head.weight = self.emb.weight
+
+
+def test_ema_shadow_of_tied_weights_found_under_any_of_their_names(tmp_path):
+    model = Tied()
+    assert [n for n, _ in model.named_parameters()] == ["emb.weight"]  # the EMA's key
+    w = torch.randn(5, 3)
+    # save_pretrained keeps a tied tensor under its first state-dict name; read it under either
+    for stored in ("emb.weight", "head.weight"):
+        save_file({f"ema.{stored}": w, stored: w.clone()}, str(tmp_path / f"{stored}.st"))
+        shadow = ckpt.load_ema_shadow(tmp_path / f"{stored}.st", ["emb.weight"], model=model)
+        assert shadow.keys() == {"emb.weight"} and torch.equal(shadow["emb.weight"], w)
+    with pytest.raises(ValueError, match=r"head\.weight\.st holds no 'ema\.' tensor for .*"
+                                         r"\['emb\.weight'\]"):
+        ckpt.load_ema_shadow(tmp_path / "head.weight.st", ["emb.weight"])  # no model: no aliases
 
 
 def test_metrics_log_nan_as_null_truncate_and_plot(tmp_path):

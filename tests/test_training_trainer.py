@@ -1,5 +1,6 @@
 """The training loop on the tiny preset: NaN skip/stop, time budget, init_from, corrupt images,
-output-directory guards, callbacks, and `mmar train` end to end through the CLI."""
+output-directory guards, callbacks, the EMA of tied weights across --resume, and `mmar train`
+end to end through the CLI."""
 
 import json
 
@@ -182,6 +183,32 @@ def test_callback_exception_stops_the_run(tmp_path):
                       callbacks=[lambda trainer, record: seen.append(record["step"])])
     assert resumed.fit()["step"] == 6
     assert seen == [1, 2, 3, 3, 4, 5, 6]  # restored steps are not replayed to callbacks
+
+
+def _tied_model(cfg):
+    """The tiny MMAR with its LM head tied to the input embedding (one parameter, two names)."""
+    model = MMAR(cfg.model, text_tokenizer=build_text_tokenizer(cfg.model.text_tokenizer,
+                                                                corpus(cfg.data)))
+    model.backbone.config.tie_word_embeddings = True
+    model.backbone.lm_head.weight = model.backbone.model.embed_tokens.weight
+    return model
+
+
+def test_ema_of_tied_weights_is_saved_once_and_resumed(tmp_path):
+    cfg = tiny("train.steps=3", "train.ckpt_every=3")
+    t = Trainer(cfg, tmp_path, model=_tied_model(cfg))
+    t.fit()
+    names = ("backbone.lm_head.weight", "backbone.model.embed_tokens.weight")
+    saved = load_file(str(ckpt.checkpoint_path(tmp_path, 3) / ckpt.WEIGHTS_FILE))
+    assert sum(f"ema.{n}" in saved for n in names) == 1 and sum(n in saved for n in names) == 1
+    assert not (ckpt.checkpoint_path(tmp_path, 3) / ckpt.STATE_DIR / "ema.safetensors").exists()
+
+    resumed = Trainer(cfg, tmp_path, resume=True, model=_tied_model(cfg))
+    head, emb = resumed.model.backbone.lm_head, resumed.model.backbone.model.embed_tokens
+    assert head.weight is emb.weight  # still tied
+    assert resumed.ema.num_updates == t.ema.num_updates == 3
+    assert resumed.ema.shadow.keys() == t.ema.shadow.keys()
+    assert all(torch.equal(resumed.ema.shadow[k], v) for k, v in t.ema.shadow.items())
 
 
 def test_mmar_train_cli_end_to_end(tmp_path, capsys):

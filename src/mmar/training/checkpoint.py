@@ -4,12 +4,17 @@ Layout of one checkpoint::
 
     config.json, model.safetensors (raw + "ema." weights), tokenizer/   <- MMAR.save_pretrained
     trainer_state/
-      state.json          step, data position, counters, EMA update count, run config
+      state.json          step, data position, counters, EMA bookkeeping (update count, decay),
+                          run config
       optimizer.pt        AdamW state keyed by parameter name: full tensors, any world size
       scheduler.pt        torch.save(scheduler.state_dict())
       rng.pt              {"ranks": [per rank: generator (kinds/masks/noise), torch global
                           (+ CUDA) RNG states]}
-      ema.safetensors     EMA shadows (weights: never pickled)
+
+The EMA weights are stored once, as the "ema." tensors of model.safetensors (what
+``MMAR.from_pretrained`` serves); ``--resume`` restores the EMA shadows from them
+(:func:`load_ema_shadow`). Checkpoints written before this layout also hold
+``trainer_state/ema.safetensors``, a copy that is no longer read.
 
 A checkpoint is written under a temporary name, every file and directory fsync'ed, then renamed
 with ``os.replace``: a directory named ``step_*`` is always complete, and a run killed while
@@ -23,15 +28,17 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 TMP_PREFIX = ".tmp-"
 STATE_DIR = "trainer_state"
+WEIGHTS_FILE = "model.safetensors"  # MMAR.save_pretrained's (mmar.model.mmar.WEIGHTS_FILE)
+EMA_PREFIX = "ema."  # save_pretrained's prefix of the EMA tensors in WEIGHTS_FILE
 
 
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:
@@ -139,26 +146,58 @@ def save_trainer_state(
     generator: torch.Generator,
     *,
     optimizer_state: dict | None = None,
-    ema_shadow: dict | None = None,
     rng_states: list[dict] | None = None,
 ) -> None:
     """Write ``trainer_state/`` (see the module docstring); ``info`` must be JSON-serialisable.
 
-    optimizer_state / ema_shadow / rng_states: what a (distributed) trainer gathered for rank 0
-    to write -- the optimizer keyed by parameter name (``parallel.full_optimizer_state``), full
-    EMA tensors, every rank's RNG states; by default this process's own.
+    optimizer_state / rng_states: what a (distributed) trainer gathered for rank 0 to write --
+    the optimizer keyed by parameter name (``parallel.full_optimizer_state``), every rank's RNG
+    states; by default this process's own. The EMA shadows are not written here: the checkpoint's
+    model.safetensors holds them ("ema." tensors, ``MMAR.save_pretrained(ema_state_dict=...)``);
+    state.json keeps the EMA's update count and decay.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state,
                state_dir / "optimizer.pt")
     torch.save(scheduler.state_dict(), state_dir / "scheduler.pt")
     torch.save({"ranks": rng_states or [rng_state(generator)]}, state_dir / "rng.pt")
-    ema_state = ema.state_dict()
-    shadow = ema_state.pop("shadow") if ema_shadow is None else ema_shadow
-    ema_state.pop("shadow", None)
-    save_file({k: v.contiguous() for k, v in shadow.items()}, str(state_dir / "ema.safetensors"))
+    ema_state = {k: v for k, v in ema.state_dict().items() if k != "shadow"}
     with open(state_dir / "state.json", "w") as f:
         json.dump({**info, "ema": ema_state}, f, indent=1)
+
+
+def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
+                    model: torch.nn.Module | None = None,
+                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """The EMA shadows ``names`` (keyed as ``EMA.shadow``) from save_pretrained's "ema." tensors.
+
+    The shadow is keyed by ``named_parameters()`` names, whereas save_pretrained stores a tied
+    tensor (e.g. lm_head = embedding) once, under its first state-dict name; given ``model``,
+    each shadow is looked up under every name its parameter has. Only these tensors are read.
+    """
+    weights_file = Path(weights_file)
+    aliases: dict[str, list[str]] = {}
+    if model is not None:
+        by_param: dict[int, list[str]] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            by_param.setdefault(id(p), []).append(name)
+        aliases = {name: group for group in by_param.values() for name in group}
+    out, missing = {}, []
+    with safe_open(str(weights_file), "pt", device=str(device)) as f:
+        stored = set(f.keys())
+        for name in names:
+            key = next((EMA_PREFIX + a for a in aliases.get(name, [name])
+                        if EMA_PREFIX + a in stored), None)
+            if key is None:
+                missing.append(name)
+            else:
+                out[name] = f.get_tensor(key)
+    if missing:
+        raise ValueError(
+            f"{weights_file} holds no {EMA_PREFIX!r} tensor for the trainable parameters "
+            f"{missing[:5]} ({len(missing)} in all); was it saved with another model or "
+            "finetune mode?")
+    return out
 
 
 def load_trainer_state(
@@ -170,29 +209,36 @@ def load_trainer_state(
     *,
     model: torch.nn.Module | None = None,
     rank: int = 0,
+    weights_file: Path | None = None,
 ) -> dict:
-    """Restore what :func:`save_trainer_state` wrote; returns its ``info`` dict.
+    """Restore what :func:`save_trainer_state` wrote, and the EMA shadows; returns its ``info``.
 
     model: given when the optimizer state is keyed by parameter name (the trainer's, loadable at
-    any world size and into sharded parameters). rank: whose RNG states to restore; a rank the
-    saving run did not have keeps its generator as seeded.
+    any world size and into sharded parameters); also maps tied weights to their saved EMA name.
+    rank: whose RNG states to restore; a rank the saving run did not have keeps its generator as
+    seeded. weights_file: where the "ema." tensors are (default: the checkpoint's
+    model.safetensors, next to ``state_dir``); full tensors, sharded like ``ema.shadow``'s.
     """
     from mmar.training.parallel import load_full_optimizer_state, shard_like
 
+    state_dir = Path(state_dir)
+    weights_file = state_dir.parent / WEIGHTS_FILE if weights_file is None else weights_file
     with open(state_dir / "state.json") as f:
         info = json.load(f)
     # weights_only: these files hold only tensors, numbers and strings
     optim_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    sched_state = torch.load(state_dir / "scheduler.pt", weights_only=True)
+    rngs = torch.load(state_dir / "rng.pt", weights_only=True)["ranks"]
+    device = next(iter(ema.shadow.values())).device if ema.shadow else "cpu"
+    shadow = load_ema_shadow(weights_file, ema.shadow, model=model, device=device)
+    # every file is read: now change the live objects
     if model is None:
         optimizer.load_state_dict(optim_state)
     else:
         load_full_optimizer_state(model, optimizer, optim_state)
-    scheduler.load_state_dict(torch.load(state_dir / "scheduler.pt", weights_only=True))
-    rngs = torch.load(state_dir / "rng.pt", weights_only=True)["ranks"]
+    scheduler.load_state_dict(sched_state)
     if rank < len(rngs):
         set_rng_state(rngs[rank], generator)
-    device = next(iter(ema.shadow.values())).device if ema.shadow else "cpu"
     ema_state = info.pop("ema")
-    shadow = load_file(str(state_dir / "ema.safetensors"), device=str(device))
     ema.load_state_dict({**ema_state, "shadow": shard_like(shadow, ema.shadow)})
     return info

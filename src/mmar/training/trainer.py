@@ -14,7 +14,8 @@ Callbacks (``Trainer(..., callbacks=[...])``) see every step as it ends; see :da
 Output directory::
 
     OUT/config.yaml  metrics.jsonl  loss.png  summary.json
-    OUT/checkpoints/step_XXXXXXX/   (see mmar.training.checkpoint)
+    OUT/checkpoints/step_XXXXXXX/   model.safetensors (raw + EMA weights) + trainer_state/
+                                    (see mmar.training.checkpoint)
     OUT/final/                      EMA + raw weights, loadable by MMAR.from_pretrained
 """
 
@@ -318,7 +319,9 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/step_XXXXXXX`` atomically and keep the last ``keep_last``.
 
-        Every rank gathers; rank 0 alone writes (full tensors, optimizer keyed by name)."""
+        Every rank gathers; rank 0 alone writes (full tensors, optimizer keyed by name). The EMA
+        goes into model.safetensors only ("ema." tensors); trainer_state/ keeps its update count.
+        """
         final = ckpt.checkpoint_path(self.out, self.step)
         weights, ema = self._full_weights()
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
@@ -328,8 +331,7 @@ class Trainer:
                 self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
                 ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
                                         self.scheduler, self.ema, self.generator,
-                                        optimizer_state=optimizer_state, ema_shadow=ema,
-                                        rng_states=rngs)
+                                        optimizer_state=optimizer_state, rng_states=rngs)
             ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
         barrier()  # no rank reads or resumes from a checkpoint still being written
         return final
