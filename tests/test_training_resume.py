@@ -5,19 +5,27 @@ reference (`mmar train`); a run that blocks after step 10 (the same config throu
 API, with a Trainer callback that sleeps) and is killed with SIGKILL once its step-8 checkpoint
 exists; and its `mmar train --resume`, which must restart from step 8 (ignoring a half-written
 checkpoint directory) and end with tensors equal to the reference.
+
+Also: a damaged newest checkpoint (truncated, overwritten, a trainer_state file missing) is
+skipped with a message naming the file, and the run resumes from the one before, bit-exact.
 """
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmar.cli import main
 from mmar.training import checkpoint as ckpt
+from mmar.training.config import load_preset
+from mmar.training.trainer import Trainer
 
 SETS = ["train.ckpt_every=4", "train.keep_last=3", "train.precision=fp32", "train.progress=false"]
 ARGS = ["--config", "tiny", "--steps", "12", "--set", *SETS]
@@ -94,3 +102,77 @@ def test_resume_after_kill9_gives_identical_final_weights(tmp_path):
     opt_a, opt_b = (torch.load(d / opt, weights_only=True) for d in (ref, run))
     assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
                for i in opt_a["state"])
+
+
+# --- a damaged newest checkpoint: fall back to the one before it -----------------------------
+class Stop(Exception):
+    pass
+
+
+def stop_after(step):
+    def callback(trainer, record):
+        if record["step"] == step:
+            raise Stop(step)
+    return callback
+
+
+def tiny(*overrides):
+    return load_preset("tiny", ["train.progress=false", "train.steps=8", "train.ckpt_every=2",
+                                "train.keep_last=3", *overrides])
+
+
+@pytest.fixture(scope="module")
+def reference_final(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    Trainer(tiny(), out).fit()
+    return load_file(str(out / "final" / ckpt.WEIGHTS_FILE))
+
+
+def _truncate(file):
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _garbage(file):
+    file.write_bytes(random.Random(0).randbytes(file.stat().st_size))
+
+
+@pytest.mark.parametrize("name, damage", [
+    (ckpt.WEIGHTS_FILE, _truncate), (ckpt.WEIGHTS_FILE, _garbage),
+    ("trainer_state/optimizer.pt", os.remove), ("trainer_state/state.json", _garbage)])
+def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys, reference_final, name, damage):
+    with pytest.raises(Stop):  # "killed" after the step-6 checkpoint
+        Trainer(tiny(), tmp_path, callbacks=[stop_after(6)]).fit()
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4, 6]
+    bad = ckpt.checkpoint_path(tmp_path, 6) / name
+    damage(bad)
+    capsys.readouterr()
+
+    t = Trainer(tiny(), tmp_path, resume=True)
+    err = capsys.readouterr().err
+    assert f"skipping an unreadable checkpoint: {bad}: " in err
+    assert f"resuming from {ckpt.checkpoint_path(tmp_path, 4)}" in err
+    assert t.step == 4
+    t.fit()  # re-writes step 6 whole, then trains on to 8 as if never interrupted
+    ckpt.check_checkpoint(ckpt.checkpoint_path(tmp_path, 6))
+    final = load_file(str(tmp_path / "final" / ckpt.WEIGHTS_FILE))
+    assert final.keys() == reference_final.keys()
+    assert all(torch.equal(final[k], reference_final[k]) for k in final)
+
+
+def test_resume_without_a_readable_checkpoint_names_the_files(tmp_path, capsys):
+    with pytest.raises(Stop):
+        Trainer(tiny(), tmp_path, callbacks=[stop_after(4)]).fit()
+    bad = [ckpt.checkpoint_path(tmp_path, 4) / ckpt.WEIGHTS_FILE,
+           ckpt.checkpoint_path(tmp_path, 2) / ckpt.STATE_DIR / "rng.pt"]
+    _truncate(bad[0])
+    _garbage(bad[1])
+    with pytest.raises(ckpt.CheckpointError) as e:
+        Trainer(tiny(), tmp_path, resume=True)
+    msg = str(e.value)
+    assert msg.startswith(f"--resume: no readable checkpoint under {tmp_path}/checkpoints: ")
+    assert f"{bad[0]}: SafetensorError" in msg and f"{bad[1]}: BadZipFile" in msg
+    assert "start a new run with another --out" in msg
+    # `mmar train` reports it as it reports a missing checkpoint (a FileNotFoundError)
+    rc = main(["train", "--config", "tiny", "--out", str(tmp_path), "--resume"])
+    assert rc == 1 and f"mmar train: --resume: no readable checkpoint under {tmp_path}" in \
+        capsys.readouterr().err

@@ -1,8 +1,9 @@
 """Resumable sampler, sample-kind mixture, atomic checkpoint directories, trainer state (EMA
-from model.safetensors, tied weights), metrics log."""
+from model.safetensors, tied weights), checks of damaged checkpoints, metrics log."""
 
 import json
 import os
+import random
 
 import pytest
 import torch
@@ -164,6 +165,44 @@ def test_ema_shadow_of_tied_weights_found_under_any_of_their_names(tmp_path):
     with pytest.raises(ValueError, match=r"head\.weight\.st holds no 'ema\.' tensor for .*"
                                          r"\['emb\.weight'\]"):
         ckpt.load_ema_shadow(tmp_path / "head.weight.st", ["emb.weight"])  # no model: no aliases
+
+
+def _truncate(file):
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+
+
+def _garbage(file):
+    file.write_bytes(random.Random(0).randbytes(max(file.stat().st_size, 64)))
+
+
+@pytest.mark.parametrize("name, damage", [
+    ("model.safetensors", _truncate), ("model.safetensors", _garbage),
+    ("trainer_state/optimizer.pt", _truncate), ("trainer_state/rng.pt", _garbage),
+    ("trainer_state/scheduler.pt", os.remove), ("trainer_state/state.json", _truncate),
+    ("trainer_state/state.json", lambda f: f.write_text('{"step": 2}')),
+])
+def test_damaged_checkpoint_is_named_and_skipped(tmp_path, name, damage):
+    older, newer = ckpt.checkpoint_path(tmp_path, 1), ckpt.checkpoint_path(tmp_path, 2)
+    _save_linear_checkpoint(older, step=1)
+    _save_linear_checkpoint(newer, step=2)
+    assert ckpt.latest_readable_checkpoint(tmp_path) == (newer, [])
+    damage(newer / name)
+    with pytest.raises(ckpt.CheckpointError, match=rf"step_0000002/{name}: \w+"):
+        ckpt.check_checkpoint(newer)
+    path, problems = ckpt.latest_readable_checkpoint(tmp_path)
+    assert path == older and len(problems) == 1 and f"step_0000002/{name}" in problems[0]
+
+
+def test_no_readable_checkpoint(tmp_path):
+    assert ckpt.latest_readable_checkpoint(tmp_path) == (None, [])
+    for step in (1, 2):
+        _save_linear_checkpoint(ckpt.checkpoint_path(tmp_path, step), step=step)
+    _truncate(ckpt.checkpoint_path(tmp_path, 2) / ckpt.WEIGHTS_FILE)
+    os.remove(ckpt.checkpoint_path(tmp_path, 1) / ckpt.STATE_DIR / "state.json")
+    path, problems = ckpt.latest_readable_checkpoint(tmp_path)
+    assert path is None
+    assert "step_0000002/model.safetensors: SafetensorError" in problems[0]
+    assert problems[1].endswith("step_0000001/trainer_state/state.json: missing")
 
 
 def test_metrics_log_nan_as_null_truncate_and_plot(tmp_path):

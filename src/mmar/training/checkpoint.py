@@ -18,7 +18,10 @@ The EMA weights are stored once, as the "ema." tensors of model.safetensors (wha
 
 A checkpoint is written under a temporary name, every file and directory fsync'ed, then renamed
 with ``os.replace``: a directory named ``step_*`` is always complete, and a run killed while
-writing leaves only a ``.tmp-*`` directory, which resuming ignores and deletes.
+writing leaves only a ``.tmp-*`` directory, which resuming ignores and deletes. A complete
+directory can still be damaged later (a copy or sync cut short, a disk error, a file removed by
+hand): before resuming, :func:`latest_readable_checkpoint` checks every file of the newest one
+cheaply and falls back to the one before it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -39,6 +43,17 @@ TMP_PREFIX = ".tmp-"
 STATE_DIR = "trainer_state"
 WEIGHTS_FILE = "model.safetensors"  # MMAR.save_pretrained's (mmar.model.mmar.WEIGHTS_FILE)
 EMA_PREFIX = "ema."  # save_pretrained's prefix of the EMA tensors in WEIGHTS_FILE
+# trainer_state/ files written with torch.save (zip archives)
+TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt")
+STATE_FIELDS = ("step", "data", "skipped", "nan_skipped", "samples", "run_config", "ema")
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint file is missing or unreadable; the message names the file and the error.
+
+    A FileNotFoundError, so that callers treating "no checkpoint to resume" (``mmar train``)
+    report it the same way.
+    """
 
 
 def checkpoint_path(out_dir: str | Path, step: int) -> Path:
@@ -89,22 +104,93 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
         raise
 
 
-def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints ``(step, path)`` under ``out_dir/checkpoints``, oldest first."""
+def _step_dirs(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """Every ``step_*`` directory ``(step, path)`` under ``out_dir/checkpoints``, oldest first."""
     root = Path(out_dir) / "checkpoints"
     if not root.is_dir():
         return []
     found = []
     for p in root.iterdir():
         m = _STEP_DIR.match(p.name)
-        if m and (p / STATE_DIR / "state.json").is_file():
+        if m and p.is_dir():
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def list_checkpoints(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints ``(step, path)`` under ``out_dir/checkpoints``, oldest first."""
+    return [(s, p) for s, p in _step_dirs(out_dir) if (p / STATE_DIR / "state.json").is_file()]
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
     ckpts = list_checkpoints(out_dir)
     return ckpts[-1][1] if ckpts else None
+
+
+def _check_file(file: Path, check) -> None:
+    """Run ``check(file)``; any failure becomes a CheckpointError naming the file."""
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    try:
+        check(file)
+    except Exception as e:
+        raise CheckpointError(f"{file}: {type(e).__name__}: {e}") from e
+
+
+def _check_weights(file: Path) -> None:
+    # parses the header and checks that the tensors' data exactly covers the rest of the file:
+    # a truncated or overwritten file fails here, without reading the (GB of) tensor data
+    with safe_open(str(file), "pt"):
+        pass
+
+
+def _check_state_json(file: Path) -> None:
+    with open(file) as f:
+        info = json.load(f)
+    missing = [k for k in STATE_FIELDS if not isinstance(info, dict) or k not in info]
+    if missing:
+        raise ValueError(f"missing fields {missing}")
+
+
+def _check_torch_file(file: Path) -> None:
+    # torch.save's zip archive: its central directory is at the end, so a truncated or
+    # overwritten file fails to open (reads the directory only, not the tensors)
+    with zipfile.ZipFile(file) as z:
+        if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist()):
+            raise ValueError("not a torch.save archive (no data.pkl)")
+
+
+def check_checkpoint(path: str | Path) -> None:
+    """Raise :class:`CheckpointError` naming the first missing or unreadable file of ``path``.
+
+    Cheap: safetensors and zip headers and state.json are read, not the tensors. It catches
+    missing, truncated and overwritten files; a flipped bit inside tensor data has no checksum to
+    catch it. Run before loading anything, so a bad checkpoint is skipped before any state is
+    half-loaded from it.
+    """
+    path = Path(path)
+    _check_file(path / WEIGHTS_FILE, _check_weights)
+    _check_file(path / STATE_DIR / "state.json", _check_state_json)
+    for name in TORCH_FILES:
+        _check_file(path / STATE_DIR / name, _check_torch_file)
+
+
+def latest_readable_checkpoint(out_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint that passes :func:`check_checkpoint`, and why each newer one failed.
+
+    Every ``step_*`` directory counts, a complete one whose files were damaged later as well
+    as one without ``trainer_state/state.json``. Returns ``(None, problems)`` when none is
+    readable (``problems`` is empty when there is no checkpoint at all).
+    """
+    problems = []
+    for _, path in reversed(_step_dirs(out_dir)):
+        try:
+            check_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            continue
+        return path, problems
+    return None, problems
 
 
 def remove_stale_tmp(out_dir: str | Path) -> list[Path]:
@@ -166,6 +252,15 @@ def save_trainer_state(
         json.dump({**info, "ema": ema_state}, f, indent=1)
 
 
+@contextlib.contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    """Name the file in any error reading it (check_checkpoint ran before: this is a backstop)."""
+    try:
+        yield
+    except Exception as e:
+        raise CheckpointError(f"{file}: {type(e).__name__}: {e}") from e
+
+
 def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
                     model: torch.nn.Module | None = None,
                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -183,7 +278,7 @@ def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
             by_param.setdefault(id(p), []).append(name)
         aliases = {name: group for group in by_param.values() for name in group}
     out, missing = {}, []
-    with safe_open(str(weights_file), "pt", device=str(device)) as f:
+    with _reading(weights_file), safe_open(str(weights_file), "pt", device=str(device)) as f:
         stored = set(f.keys())
         for name in names:
             key = next((EMA_PREFIX + a for a in aliases.get(name, [name])
@@ -223,12 +318,15 @@ def load_trainer_state(
 
     state_dir = Path(state_dir)
     weights_file = state_dir.parent / WEIGHTS_FILE if weights_file is None else weights_file
-    with open(state_dir / "state.json") as f:
+    with _reading(state_dir / "state.json"), open(state_dir / "state.json") as f:
         info = json.load(f)
     # weights_only: these files hold only tensors, numbers and strings
-    optim_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
-    sched_state = torch.load(state_dir / "scheduler.pt", weights_only=True)
-    rngs = torch.load(state_dir / "rng.pt", weights_only=True)["ranks"]
+    with _reading(state_dir / "optimizer.pt"):
+        optim_state = torch.load(state_dir / "optimizer.pt", weights_only=True)
+    with _reading(state_dir / "scheduler.pt"):
+        sched_state = torch.load(state_dir / "scheduler.pt", weights_only=True)
+    with _reading(state_dir / "rng.pt"):
+        rngs = torch.load(state_dir / "rng.pt", weights_only=True)["ranks"]
     device = next(iter(ema.shadow.values())).device if ema.shadow else "cpu"
     shadow = load_ema_shadow(weights_file, ema.shadow, model=model, device=device)
     # every file is read: now change the live objects

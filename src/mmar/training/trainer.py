@@ -175,11 +175,21 @@ class Trainer:
             return None
         if self.dist.is_main:
             ckpt.remove_stale_tmp(self.out)
-        latest = ckpt.latest_checkpoint(self.out)
+        # checked before anything is loaded: a damaged newest checkpoint is skipped whole
+        latest, problems = ckpt.latest_readable_checkpoint(self.out)
+        if latest is None and problems:
+            raise ckpt.CheckpointError(
+                f"--resume: no readable checkpoint under {self.out}/checkpoints: "
+                + "; ".join(problems) + ". Restore these files, or start a new run with another "
+                "--out (train.init_from can start it from an intact final/ or checkpoint)")
         if latest is None:
             raise FileNotFoundError(
                 f"--resume: no complete checkpoint under {self.out}/checkpoints; run without "
                 "--resume to start a new run")
+        if problems and self.dist.is_main:
+            for problem in problems:
+                print(f"--resume: skipping an unreadable checkpoint: {problem}", file=sys.stderr)
+            print(f"--resume: resuming from {latest} instead", file=sys.stderr)
         return latest
 
     def _build_model(self, source: Path | str | None) -> torch.nn.Module:
