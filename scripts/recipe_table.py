@@ -41,19 +41,23 @@ GIB = 1024 ** 3
 
 
 def build_meta_model(run_cfg):
-    """The recipe's MMAR on the meta device, with Qwen2-0.5B's sizes and a random-init VAE."""
+    """The recipe's network and image tokenizer on the meta device, with Qwen2-0.5B's sizes and
+    a random-init VAE -> (MMARModel, ImageTokenizer)."""
     import torch
     from transformers import AutoConfig
 
-    from mmar.model.mmar import MMAR
-    from mmar.tokenizers.text import build_word_tokenizer
+    from mmar.model.mmar import MMARModel
+    from mmar.tokenizers import build_image_tokenizer
+    from mmar.tokenizers.special import SpecialTokenIds
 
     model_cfg = run_cfg.model.replace(
         image_tokenizer=run_cfg.model.image_tokenizer.replace(path=None))
-    # any tokenizer smaller than the embedding works: the LLM keeps its 151,936 rows
-    tok = build_word_tokenizer(["a photo"])
+    # any vocabulary smaller than the embedding works: the LLM keeps its 151,936 rows
+    special = SpecialTokenIds(boi=151_646, eoi=151_647, pad=151_643, eos=151_643, bos=None)
     with torch.device("meta"):
-        return MMAR(model_cfg, tok, backbone_config=AutoConfig.for_model("qwen2", **QWEN2_05B))
+        model = MMARModel(model_cfg, 151_648, special,
+                          backbone_config=AutoConfig.for_model("qwen2", **QWEN2_05B))
+        return model, build_image_tokenizer(model_cfg.image_tokenizer)
 
 
 def count(params) -> int:
@@ -66,13 +70,12 @@ def count(params) -> int:
 
 
 def recipe_row(name: str, run_cfg, gpus: int) -> dict:
-    model = build_meta_model(run_cfg)
+    model, vae_module = build_meta_model(run_cfg)
     mc, tc = run_cfg.model, run_cfg.train
     geo = mc.image_tokenizer.geometry()
-    parts = {"llm": model.backbone, "vit": model.vit, "head": model.head,
-             "vae": model.image_tokenizer}
+    parts = {"llm": model.backbone, "vit": model.vit, "head": model.head, "vae": vae_module}
     sizes = {k: count(m.parameters()) for k, m in parts.items()}
-    total = count(p for n, p in model.named_parameters() if not n.startswith("image_tokenizer."))
+    total = count(model.parameters())
     sizes["other"] = total - sizes["llm"] - sizes["vit"] - sizes["head"]
     trainable = count(p for p in model.parameters() if p.requires_grad)
     block = count(model.backbone.get_decoder().layers[0].parameters())

@@ -1,4 +1,4 @@
-"""Tiny MMAR models for the model/generation tests (fast: width 32, 2 layers, 16 tokens)."""
+"""Tiny MMAR models for the model/pipeline tests (fast: width 32, 2 layers, 16 tokens)."""
 
 from __future__ import annotations
 
@@ -6,29 +6,42 @@ import pytest
 import torch
 
 from mmar.model.config import tiny_config
-from mmar.model.mmar import MMAR
-from mmar.tokenizers import build_text_tokenizer
+from mmar.model.processor import MMARProcessor
+from mmar.pipelines.mmar import MMAR
 
 CORPUS = ["a red circle", "a blue square at the top", "digit seven", "digit one",
           "a small green triangle"]
 
 
 def tiny_model(seed: int = 0, randomize_head: bool = True, **changes) -> MMAR:
-    """A tiny MMAR in eval mode. ``randomize_head``: replace the head's AdaLN-zero init (which
-    makes its output 0 whatever z is) by random weights, so sampling depends on the LLM."""
+    """A tiny MMAR (network + processor) in eval mode. ``randomize_head``: replace the head's
+    AdaLN-zero init (which makes its output 0 whatever z is) by random weights, so sampling
+    depends on the LLM."""
     cfg = tiny_config(**changes)
     torch.manual_seed(seed)
-    model = MMAR(cfg, build_text_tokenizer(cfg.text_tokenizer, CORPUS))
+    model = MMAR.from_config(cfg, CORPUS)
     if randomize_head:
         g = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
-            for p in model.head.parameters():
+            for p in model.model.head.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return model.eval()
+    model.model.eval()
+    return model
 
 
 def random_images(b: int, seed: int = 0, c: int = 1, s: int = 8) -> torch.Tensor:
     return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def training_inputs(processor: MMARProcessor, texts: list[str], kinds: list[str],
+                    images: torch.Tensor | None = None, seed: int | None = None):
+    """(packed batch, image tokens) of a training batch; ``seed``: per-sample generators for the
+    CFG prompt dropout (None: no dropout)."""
+    gens = None if seed is None else [torch.Generator().manual_seed(seed + i)
+                                      for i in range(len(texts))]
+    inputs = processor(texts, kinds, images=images, generators=gens)
+    tokens = None if inputs.images is None else processor.encode_images(inputs.images)
+    return inputs.batch, tokens
 
 
 @pytest.fixture(autouse=True, scope="module")

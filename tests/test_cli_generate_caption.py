@@ -17,7 +17,7 @@ def ckpt(tmp_path_factory):
 def test_generate_writes_pngs(ckpt, tmp_path, capsys):
     out = tmp_path / "imgs"
     rc = main(["generate", "--model", str(ckpt), "--prompt", "digit one", "--prompt", "",
-               "--n", "2", "--num-iter", "2", "--num-steps", "2", "--sampler", "ddpm",
+               "--n", "2", "--num-iter", "2", "--num-steps", "2", "--scheduler", "ddpm",
                "--out", str(out), "--device", "cpu"])
     assert rc == 0
     printed = capsys.readouterr().out.split()

@@ -84,10 +84,13 @@ def test_cli_bad_data_config_returns_error(tmp_path, capsys):
 
 
 def test_cli_model_dir_and_data_yaml(tmp_path):
-    model = tmp_path / "model"
-    model.mkdir()
-    tok = {"kind": "pixels", "image_size": 32, "image_channels": 3}
-    (model / "config.json").write_text(json.dumps({"image_tokenizer": tok}))
+    from mmar.model.config import tiny_config
+    from mmar.pipelines.mmar import MMAR
+    from mmar.tokenizers.config import ImageTokenizerConfig
+
+    model = tmp_path / "model"  # a checkpoint: --model encodes with its own image tokenizer
+    tok = ImageTokenizerConfig(kind="pixels", image_size=32, image_channels=3, patch_size=8)
+    MMAR.from_config(tiny_config(image_tokenizer=tok), ["a red circle"]).save_pretrained(model)
     data = tmp_path / "data.yaml"
     data.write_text("name: shapes\nlength: 7\ntest_length: 3\n")
     out = tmp_path / "c"
@@ -99,8 +102,8 @@ def test_cli_model_dir_and_data_yaml(tmp_path):
     assert ds[2]["text"] == src[2]["text"]
 
 
-def test_cli_model_dir_without_tokenizer_section(tmp_path, capsys):
+def test_cli_model_dir_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     rc = main(["cache-latents", "--data", "mnist", "--model", str(tmp_path), "--out",
                str(tmp_path / "o")])
-    assert rc == 2 and "image_tokenizer" in capsys.readouterr().err
+    assert rc == 2 and "tokenizer not found" in capsys.readouterr().err

@@ -56,8 +56,8 @@ def test_report_is_seeded_and_plot_written(tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_bad_arguments_raises():
+def test_bad_arguments_raises(capsys):
     with pytest.raises(ValueError, match="kind must be"):
         ddim_amplification(NoiseSchedule(10), [5], "x0")
-    with pytest.raises(SystemExit, match="--samples"):
-        main(["precision", "--samples", "0"])
+    assert main(["precision", "--samples", "0"]) == 2
+    assert "mmar precision: --samples must be >= 1, got 0" in capsys.readouterr().err

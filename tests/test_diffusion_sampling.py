@@ -46,7 +46,7 @@ def _conds(m=5, c=4):
 
 
 @pytest.mark.parametrize("sched_cls", [DDIMScheduler, DDPMScheduler])
-def test_cfg_scale_one_equals_no_cfg(sched_cls):
+def test_guidance_scale_one_equals_no_guidance(sched_cls):
     head = DiffusionHead(token_dim=3, cond_dim=4, width=16, depth=2).double()
     with torch.no_grad():
         for p in head.parameters():
@@ -58,18 +58,18 @@ def test_cfg_scale_one_equals_no_cfg(sched_cls):
                                  generator=torch.Generator().manual_seed(0), **kw)
 
         plain = run()
-        torch.testing.assert_close(run(uncond=uncond, cfg_scale=1.0), plain, atol=0, rtol=0)
+        torch.testing.assert_close(run(uncond=uncond, guidance_scale=1.0), plain, atol=0, rtol=0)
         # a tensor scale of ones takes the doubled-batch path and must give the same tokens
-        ones = run(uncond=uncond, cfg_scale=torch.ones(5, dtype=torch.float64))
+        ones = run(uncond=uncond, guidance_scale=torch.ones(5, dtype=torch.float64))
         torch.testing.assert_close(ones, plain, atol=1e-10, rtol=0)
-        assert not torch.allclose(run(uncond=uncond, cfg_scale=3.0), plain)
+        assert not torch.allclose(run(uncond=uncond, guidance_scale=3.0), plain)
 
 
 @pytest.mark.parametrize("w", [3.0, torch.tensor([1.0, 2.0, 3.0, 4.0, 0.5])])
 def test_guidance_on_prediction_one_doubled_call_per_step(w):
     cond, uncond = _conds()
     head = LinearHead()
-    out = sample_tokens(head, cond, DDIMScheduler(SCHED, "v"), 6, uncond=uncond, cfg_scale=w,
+    out = sample_tokens(head, cond, DDIMScheduler(SCHED, "v"), 6, uncond=uncond, guidance_scale=w,
                         generator=torch.Generator().manual_seed(0))
     assert len(head.calls) == 6                                    # one head call per step
     for x, t, rows in head.calls:
@@ -107,9 +107,9 @@ def test_bad_arguments_raises():
     with pytest.raises(TypeError, match="argument order"):
         sample_tokens(head, cond, uncond, DDIMScheduler(SCHED))
     with pytest.raises(ValueError, match="uncond shape"):
-        sample_tokens(head, cond, DDIMScheduler(SCHED), 4, uncond=uncond[:3], cfg_scale=2.0)
-    with pytest.raises(ValueError, match="cfg_scale must be"):
+        sample_tokens(head, cond, DDIMScheduler(SCHED), 4, uncond=uncond[:3], guidance_scale=2.0)
+    with pytest.raises(ValueError, match="guidance_scale must be"):
         sample_tokens(head, cond, DDIMScheduler(SCHED), 4, uncond=uncond,
-                      cfg_scale=torch.ones(3))
+                      guidance_scale=torch.ones(3))
     with pytest.raises(ValueError, match=r"cond must be \(M, C\)"):
         sample_tokens(head, cond[0], DDIMScheduler(SCHED), 4)

@@ -7,7 +7,7 @@ from mmar.config import ConfigError
 from mmar.training.config import RunConfig
 from mmar.training.parallel import (DistInfo, ParallelConfig, ShardedBatchSampler, backend_for,
                                     init_distributed)
-from mmar.training.sampler import ResumableBatchSampler
+from mmar.training.data_order import ResumableBatchSampler
 
 
 def test_rank_slices_partition_every_global_batch():

@@ -8,8 +8,7 @@ import torch
 from mmar.cli import main
 
 DIGIT_KEYS = {
-    "dataset", "image_size", "seed", "n_per_digit", "num_iter", "cfg", "temperature", "num_steps",
-    "sampler", "judge_heldout_accuracy", "judge_from_cache", "judge_path", "n_generated",
+    "dataset", "image_size", "seed", "n_per_class", "sampling", "judge_heldout_accuracy", "judge_from_cache", "judge_path", "n_generated",
     "images_per_second", "t2i_accuracy", "t2i_accuracy_per_digit", "classifier_fid",
     "classifier_fid_real_floor", "n_real_reference", "n_captioned", "caption_examples",
     "caption_accuracy", "text_nll_nats_per_token", "timings", "model",
@@ -20,14 +19,11 @@ DIGIT_KEYS = {
 def tiny_checkpoint(tmp_path_factory):
     from mmar.data import DataConfig, corpus
     from mmar.model.config import tiny_config
-    from mmar.model.mmar import MMAR
-    from mmar.tokenizers import build_text_tokenizer
+    from mmar.pipelines.mmar import MMAR
 
-    cfg = tiny_config()
-    tok = build_text_tokenizer(cfg.text_tokenizer, corpus(DataConfig(name="mnist")))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = MMAR(cfg, tok)
+        model = MMAR.from_config(tiny_config(), corpus(DataConfig(name="mnist")))
     out = tmp_path_factory.mktemp("tiny") / "final"
     model.save_pretrained(out)
     return out
@@ -37,18 +33,28 @@ def test_eval_cli_writes_json_with_every_metric(tiny_checkpoint, tmp_path, monke
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "res.json"
     rc = main(["eval", "--model", str(tiny_checkpoint), "--n-per-class", "1", "--num-iter", "2",
-               "--num-steps", "2", "--cfg", "2.0", "--max-new-tokens", "4", "--json", str(out)])
+               "--num-steps", "2", "--guidance-scale", "2.0", "--max-new-tokens", "4",
+               "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert DIGIT_KEYS <= set(res)
     assert res["dataset"] == "mnist" and res["image_size"] == 8  # no recorded data -> mnist
-    assert res["n_generated"] == 10 and res["num_steps"] == 2 and res["cfg"] == 2.0
+    # the flags given, the checkpoint's recommended values for the rest
+    assert res["sampling"] == {**tiny_config_sampling(), "num_iter": 2, "num_steps": 2,
+                               "guidance_scale": 2.0, "max_new_tokens": 4}
+    assert res["n_generated"] == 10
     assert 0 <= res["t2i_accuracy"] <= 1 and res["classifier_fid"] >= 0
     assert res["text_nll_nats_per_token"] > 0 and res["images_per_second"] > 0
     assert res["judge_heldout_accuracy"] > 0.5 and not res["judge_from_cache"]
     assert list((tmp_path / "cache" / "mmar" / "judges").glob("mnist-8-*.safetensors"))
     table = capsys.readouterr().out
     assert "classifier-FID (judge features)" in table and "judge held-out accuracy" in table
+
+
+def tiny_config_sampling():
+    from mmar.model.config import tiny_config
+
+    return tiny_config().sampling.to_dict()
 
 
 def test_eval_cli_uses_recorded_training_data(tiny_checkpoint, capsys):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mmar.data import DataConfig
+from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.evaluation import metrics
 from mmar.evaluation.evaluate import load_split
 from mmar.evaluation.judge import JudgeConfig, get_judge, load_judge
@@ -120,7 +121,7 @@ def test_caption_digit_accuracy():
 
 def test_pil_round_trip_matches_tensor(mnist):
     x = mnist["test"]["images"][:4]
-    back = metrics.pil_to_tensor(metrics.tensor_to_pil(x), channels=1)
+    back = pil_to_tensor(tensor_to_pil(x), channels=1)
     assert back.shape == x.shape and (back - x).abs().max() < 1 / 127
 
 
@@ -131,24 +132,20 @@ class FakeDigitModel:
     def __init__(self, train, noise=False):
         from types import SimpleNamespace
 
-        from mmar.diffusion.config import DiffusionConfig
+        from mmar.model.config import SamplingConfig
         from mmar.tokenizers.config import ImageTokenizerConfig
 
-        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=SIZE, image_channels=1),
-                                      diffusion=DiffusionConfig())
-        self.train_split, self.noise, self.training, self.device = train, noise, True, torch.device("cpu")
+        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=SIZE, image_channels=1))
+        self.sampling = SamplingConfig()
+        self.model = torch.nn.Module()  # evaluate() puts it in eval mode and back
+        self.train_split, self.noise, self.device = train, noise, torch.device("cpu")
         self.calls = {}
 
-    def eval(self):
-        self.training = False
-
-    def train(self, mode=True):
-        self.training = mode
-
-    def generate_images(self, prompts, seed, batch_size, **sampling):
+    def generate_images(self, prompts, sampling, seed):
         from mmar.data import parse_digit
 
-        self.calls["generate"] = {"seed": seed, "batch_size": batch_size, **sampling}
+        assert not self.model.training
+        self.calls["generate"] = {"seed": seed, "sampling": sampling}
         g = torch.Generator().manual_seed(seed)
         labels = self.train_split["labels"]
         out = []
@@ -156,9 +153,9 @@ class FakeDigitModel:
             pool = (labels == parse_digit(p)).nonzero()[:, 0]
             x = self.train_split["images"][pool[torch.randint(len(pool), (1,), generator=g)]]
             out.append(torch.rand(x.shape, generator=g) * 2 - 1 if self.noise else x)
-        return metrics.tensor_to_pil(torch.cat(out))
+        return tensor_to_pil(torch.cat(out))
 
-    def caption(self, images, max_new_tokens):
+    def caption(self, images, sampling):
         return ["a handwritten digit seven"] * len(images)
 
     def text_nll(self, images, texts):
@@ -168,18 +165,23 @@ class FakeDigitModel:
 
 def test_evaluate_digits_with_a_fake_model(mnist, cache_dir, judge):
     from mmar.evaluation import evaluate, format_results
+    from mmar.model.config import SamplingConfig
 
     model = FakeDigitModel(mnist["train"])
-    res = evaluate(model, "mnist", n_per_digit=10, seed=3, num_iter=4, cfg=2.0, judge_cache_dir=cache_dir, log=None)
-    assert model.training and model.calls["generate"]["seed"] == 3 and model.calls["generate"]["num_iter"] == 4
+    sampling = SamplingConfig(num_iter=4, guidance_scale=2.0)
+    res = evaluate(model, "mnist", n_per_class=10, seed=3, sampling=sampling,
+                   judge_cache_dir=cache_dir, log=None)
+    assert model.model.training  # the mode is restored
+    assert model.calls["generate"] == {"seed": 3, "sampling": sampling}
     assert res["judge_from_cache"] and res["judge_heldout_accuracy"] == judge.heldout_accuracy
     assert res["n_generated"] == 100 and res["n_real_reference"] == 100 and res["n_captioned"] == 100
     assert res["t2i_accuracy"] >= 0.9
     assert 0.05 <= res["caption_accuracy"] <= 0.15  # only the sevens (10 +- sampling) are right
     assert res["text_nll_nats_per_token"] == pytest.approx(2.0)
-    assert res["num_steps"] == model.config.diffusion.num_sampling_steps and res["images_per_second"] > 0
-    noisy = evaluate(FakeDigitModel(mnist["train"], noise=True), "mnist", n_per_digit=10, seed=3,
+    assert res["sampling"] == sampling.to_dict() and res["images_per_second"] > 0
+    noisy = evaluate(FakeDigitModel(mnist["train"], noise=True), "mnist", n_per_class=10, seed=3,
                      judge_cache_dir=cache_dir, log=None)
+    assert noisy["sampling"] == SamplingConfig().to_dict()  # default: the model's own
     assert noisy["classifier_fid"] > 10 * res["classifier_fid"]
     assert noisy["classifier_fid_real_floor"] == res["classifier_fid_real_floor"]  # same real sets
     assert res["classifier_fid"] < 3 * res["classifier_fid_real_floor"]

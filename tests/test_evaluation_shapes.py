@@ -3,6 +3,7 @@
 import pytest
 
 from mmar.data import DataConfig, ShapeSpec, render_shapes
+from mmar.data.images import tensor_to_pil
 from mmar.evaluation import metrics
 from mmar.evaluation.evaluate import load_split
 
@@ -13,13 +14,13 @@ def shapes(request):
 
 
 def test_shapes_t2i_perfect_on_ground_truth(shapes):
-    pil = metrics.tensor_to_pil(shapes["images"])
+    pil = tensor_to_pil(shapes["images"])
     res = metrics.shapes_t2i_accuracy(pil, shapes["texts"])
     assert res == {"color": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
 
 
 def test_shapes_t2i_below_one_on_wrong_images(shapes):
-    pil = metrics.tensor_to_pil(shapes["images"])
+    pil = tensor_to_pil(shapes["images"])
     res = metrics.shapes_t2i_accuracy(pil[1:] + pil[:1], shapes["texts"])  # each image for the next prompt
     assert all(v < 1.0 for v in res.values())
     assert res["all"] <= min(res["color"], res["shape"], res["position"])
@@ -57,25 +58,20 @@ class FakeShapesModel:
     def __init__(self):
         from types import SimpleNamespace
 
-        from mmar.diffusion.config import DiffusionConfig
+        import torch
+
+        from mmar.model.config import SamplingConfig
         from mmar.tokenizers.config import ImageTokenizerConfig
 
-        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=32, image_channels=3),
-                                      diffusion=DiffusionConfig())
-        self.training, self.device = False, "cpu"
+        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=32, image_channels=3))
+        self.sampling, self.model, self.device = SamplingConfig(), torch.nn.Module(), "cpu"
 
-    def eval(self):
-        pass
-
-    def train(self, mode=True):
-        self.training = mode
-
-    def generate_images(self, prompts, **kwargs):
+    def generate_images(self, prompts, sampling, seed):
         from mmar.data import parse_shapes_caption
 
         return [render_shapes(parse_shapes_caption(p), 32) for p in prompts]
 
-    def caption(self, images, max_new_tokens):
+    def caption(self, images, sampling):
         from mmar.data import caption_for, check_shapes
 
         return [caption_for(check_shapes(im)) for im in images]
@@ -88,7 +84,7 @@ def test_evaluate_shapes_with_a_perfect_fake_model():
     from mmar.evaluation import evaluate, format_results
 
     res = evaluate(FakeShapesModel(), DataConfig(name="shapes", test_length=50, two_objects=True),
-                   n_per_digit=3, log=None)
+                   n_per_class=3, log=None)
     assert res["dataset"] == "shapes" and res["n_generated"] == 30 and res["n_captioned"] == 30
     for k in ("color", "shape", "position", "all"):
         assert res[f"t2i_{k}_accuracy"] == 1.0 and res[f"caption_{k}_accuracy"] == 1.0

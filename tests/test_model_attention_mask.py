@@ -1,9 +1,10 @@
 import torch
 
 from mmar.model.attention_mask import build_attention_mask
-from mmar.model.sequence import SpecialIds, pack_sequences
+from mmar.model.sequence import pack_sequences
+from mmar.tokenizers.special import SpecialTokenIds
 
-SP = SpecialIds(bos=2, eos=3, pad=0, boi=4, eoi=5)
+SP = SpecialTokenIds(bos=2, eos=3, pad=0, boi=4, eoi=5)
 
 
 def test_hand_checked_mixed_batch():
@@ -57,7 +58,7 @@ def test_left_padding_aligns_image_blocks():
 
 
 def test_no_bos_vocabulary():
-    sp = SpecialIds(bos=None, eos=3, pad=3, boi=4, eoi=5)
+    sp = SpecialTokenIds(bos=None, eos=3, pad=3, boi=4, eoi=5)
     b = pack_sequences([[7]], ["i2t"], 1, sp)
     assert b.input_ids.tolist() == [[4, 3, 5, 7, 3]]
     assert b.labels.tolist() == [[-100, -100, -100, 7, 3]]

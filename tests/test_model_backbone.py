@@ -7,21 +7,29 @@ from mmar.model.backbone import build_backbone
 from mmar.model.config import BackboneConfig
 
 
+def text_logits(model, texts):
+    """Plain-LM logits of [bos] text [eos] through MMAR's path -> (B, L, V), valid (B, L)."""
+    batch = model.processor.pack(texts, ["text"] * len(texts))
+    with torch.no_grad():
+        return model.model.logits(model.model.hidden_states(batch)), batch
+
+
 def test_text_only_matches_plain_lm_with_padding():
     model = tiny_model()
     texts = ["a red circle at the top", "digit one", ""]
-    logits, valid = model.text_logits(texts)
-    batch = model.pack(texts, ["text"] * 3)
+    logits, batch = text_logits(model, texts)
+    valid = batch.valid
     with torch.no_grad():  # transformers' own path: 2-D padding mask, its own causal mask
-        ref = model.backbone(input_ids=batch.input_ids, attention_mask=batch.valid.long()).logits
+        ref = model.model.backbone(input_ids=batch.input_ids,
+                                   attention_mask=batch.valid.long()).logits
     assert valid.sum(1).tolist() == [8, 4, 2]  # [bos] words [eos]
     assert torch.allclose(logits[valid], ref[valid], atol=1e-5, rtol=1e-5)
     assert (logits[valid] - ref[valid]).abs().max() < 1e-5
 
 
 def test_bidirectional_block_changes_outputs_vs_causal():
-    model = tiny_model()
-    b = model.pack(["digit one"], ["t2i"])
+    model = tiny_model().model
+    b = tiny_model().processor.pack(["digit one"], ["t2i"])
     emb = model.embed(b, torch.randn(1, 16, 4))
     with torch.no_grad():
         h_block, _ = model.backbone_hidden(emb, b.attention_mask, b.position_ids)
@@ -36,8 +44,8 @@ def test_bidirectional_block_changes_outputs_vs_causal():
 
 
 def test_mask_works_under_bf16_autocast():
-    model = tiny_model()
-    b = model.pack(["digit one", "a"], ["t2i", "i2t"])
+    model = tiny_model().model
+    b = tiny_model().processor.pack(["digit one", "a"], ["t2i", "i2t"])
     with torch.no_grad(), torch.autocast("cpu", torch.bfloat16):
         h, _ = model.backbone_hidden(model.embed(b, torch.randn(2, 16, 4)), b.attention_mask,
                                      b.position_ids)

@@ -1,7 +1,14 @@
 import pytest
 
 from mmar.config import ConfigError
-from mmar.model.config import BackboneConfig, MaskConfig, MMARConfig, ViTConfig, tiny_config
+from mmar.model.config import (
+    BackboneConfig,
+    MaskConfig,
+    MMARConfig,
+    SamplingConfig,
+    ViTConfig,
+    tiny_config,
+)
 
 
 def test_defaults_validate_and_round_trip():
@@ -33,7 +40,17 @@ def test_unknown_key_raises():
     (BackboneConfig, {"hidden_size": 30, "num_heads": 4}, "BackboneConfig.hidden_size"),
     (BackboneConfig, {"num_heads": 4, "num_kv_heads": 3}, "BackboneConfig.num_kv_heads"),
     (BackboneConfig, {"kind": "pretrained"}, "BackboneConfig.path"),
-    (MMARConfig, {"cfg_dropout": 1.5}, "MMARConfig.cfg_dropout"),
+    (MMARConfig, {"prompt_dropout": 1.5}, "MMARConfig.prompt_dropout"),
+    (MMARConfig, {"sampling": {"num_steps": 1001}}, "MMARConfig.sampling.num_steps"),
+    (SamplingConfig, {"num_iter": 0}, "SamplingConfig.num_iter"),
+    (SamplingConfig, {"num_steps": 0}, "SamplingConfig.num_steps"),
+    (SamplingConfig, {"batch_size": 0}, "SamplingConfig.batch_size"),
+    (SamplingConfig, {"guidance_scale": -1.0}, "SamplingConfig.guidance_scale"),
+    (SamplingConfig, {"scheduler": "euler"}, "SamplingConfig.scheduler"),
+    (SamplingConfig, {"eta": 1.5}, "SamplingConfig.eta"),
+    (SamplingConfig, {"temperature": -1.0}, "SamplingConfig.temperature"),
+    (SamplingConfig, {"text_temperature": -0.5}, "SamplingConfig.text_temperature"),
+    (SamplingConfig, {"max_new_tokens": 0}, "SamplingConfig.max_new_tokens"),
 ])
 def test_bad_values_raise_naming_the_field(cls, data, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmar.model.config import MaskConfig
-from mmar.model.masking import (cfg_ramp, mask_from_orders, num_masked_from_ratio, random_orders,
+from mmar.model.masking import (guidance_ramp, mask_from_orders, num_masked_from_ratio, random_orders,
                                 reveal_schedule, sample_mask_ratio)
 
 
@@ -73,7 +73,7 @@ def test_reveal_schedule_raises():
         reveal_schedule(16, 0)
 
 
-def test_cfg_ramp_endpoints():
-    assert cfg_ramp(3.0, 16, 16) == 1.0
-    assert cfg_ramp(3.0, 16, 0) == 3.0
-    assert cfg_ramp(3.0, 16, 8) == 2.0
+def test_guidance_ramp_endpoints():
+    assert guidance_ramp(3.0, 16, 16) == 1.0
+    assert guidance_ramp(3.0, 16, 0) == 3.0
+    assert guidance_ramp(3.0, 16, 8) == 2.0

@@ -12,7 +12,7 @@ from mmar.cli import main
 from mmar.evaluation.text_perplexity import (HELD_OUT_SENTENCES, encode_sentences,
                                              text_perplexity)
 from mmar.model.config import tiny_config
-from mmar.model.mmar import MMAR
+from mmar.pipelines.mmar import MMAR
 from mmar.tokenizers.text import add_image_tokens, build_word_tokenizer
 
 SENTENCES = ["a red circle", "digit seven", "a blue square at the top"]
@@ -59,13 +59,13 @@ def test_held_out_sentences_are_fixed_and_ordinary():
 
 
 def test_cli_json_on_a_saved_model(tmp_path, capsys):
-    cfg = tiny_config()
     torch.manual_seed(0)
-    model = MMAR(cfg, build_word_tokenizer(CORPUS))
+    model = MMAR.from_config(tiny_config(), CORPUS)
     model.save_pretrained(tmp_path / "m")
-    assert main(["perplexity", "--model", str(tmp_path / "m"), "--json"]) == 0
+    assert main(["perplexity", "--model", str(tmp_path / "m"), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
-    want = text_perplexity(MMAR.from_pretrained(tmp_path / "m").backbone, model.tokenizer)
+    want = text_perplexity(MMAR.from_pretrained(tmp_path / "m").model.backbone,
+                           model.processor.tokenizer)
     assert report["perplexity"] == pytest.approx(want["perplexity"], rel=1e-6)
     assert report["source"] == str(tmp_path / "m")
     assert main(["perplexity", "--model", str(tmp_path / "m"), "--json",
@@ -74,8 +74,8 @@ def test_cli_json_on_a_saved_model(tmp_path, capsys):
 
 
 def test_cli_bad_arguments_raise(tmp_path, capsys):
-    assert main(["perplexity", "--model", str(tmp_path / "missing")]) == 1
-    assert "not found" in capsys.readouterr().err
+    assert main(["perplexity", "--model", str(tmp_path / "missing")]) == 2
+    assert "not a checkpoint directory" in capsys.readouterr().err
     assert main(["perplexity", "--backbone-gguf", "--gguf-dir", str(tmp_path)]) == 2
     assert "--gguf-file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --model and --backbone-gguf are exclusive

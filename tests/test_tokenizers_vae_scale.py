@@ -63,6 +63,7 @@ def test_vae_scale_diffusers_equals_direct_std(tiny_vae, tmp_path, capsys):
             "--batch-size",
             "2",
             "--json",
+            "-",
         ]
     )
     assert rc == 0
@@ -140,6 +141,7 @@ def test_vae_scale_builtin_dataset(tiny_vae, capsys):
             "--image-size",
             "16",
             "--json",
+            "-",
         ]
     )
     assert rc == 0

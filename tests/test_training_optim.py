@@ -8,7 +8,7 @@ from torch import nn
 
 from mmar.training.config import OptimConfig
 from mmar.training.ema import EMA, ema_decay
-from mmar.training.optim import build_optimizer, build_scheduler, lr_at, param_groups
+from mmar.training.optim import build_lr_scheduler, build_optimizer, lr_at, param_groups
 
 
 class Toy(nn.Module):
@@ -69,7 +69,7 @@ def test_scheduler_follows_lr_at():
     cfg = OptimConfig(lr=1e-2, min_lr=0.0, warmup_steps=3)
     model = nn.Linear(2, 2)
     opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 10)
+    sched = build_lr_scheduler(opt, cfg, 10)
     seen = []
     for _ in range(10):
         seen.append(opt.param_groups[0]["lr"])

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 
 from mmar.training import checkpoint as ckpt
 from mmar.training.metrics import MetricsLog, plot_loss
-from mmar.training.sampler import ResumableBatchSampler, draw_kinds, epoch_permutation
+from mmar.training.batching import draw_kind, sample_generator
+from mmar.training.data_order import ResumableBatchSampler, epoch_permutation
 
 
 def _take(sampler, n):
@@ -51,15 +52,18 @@ def test_sampler_raises_on_bad_sizes():
         ResumableBatchSampler(10, 4, seed=0).load_state_dict({"epoch": 0, "offset": 3})
 
 
-def test_draw_kinds_follows_weights_and_generator():
-    g = torch.Generator().manual_seed(0)
-    kinds = draw_kinds(4000, {"t2i": 0.5, "i2t": 0.3, "img": 0.2}, g)
+def test_draw_kind_follows_weights_and_the_sample_seed():
+    weights = {"t2i": 0.5, "i2t": 0.3, "img": 0.2}
+    kinds = [draw_kind(weights, sample_generator(0, 0, i)) for i in range(4000)]
     freq = {k: kinds.count(k) / 4000 for k in ("t2i", "i2t", "img")}
-    assert freq == pytest.approx({"t2i": 0.5, "i2t": 0.3, "img": 0.2}, abs=0.03)
-    assert set(draw_kinds(50, {"t2i": 1.0, "i2t": 0.0, "img": 0.0}, g)) == {"t2i"}
-    a = draw_kinds(8, {"t2i": 1, "i2t": 1, "img": 1}, torch.Generator().manual_seed(5))
-    b = draw_kinds(8, {"t2i": 1, "i2t": 1, "img": 1}, torch.Generator().manual_seed(5))
-    assert a == b
+    assert freq == pytest.approx(weights, abs=0.03)
+    only = {"t2i": 1.0, "i2t": 0.0, "img": 0.0}
+    assert {draw_kind(only, sample_generator(0, 0, i)) for i in range(50)} == {"t2i"}
+    # a function of (seed, epoch, key) only; another epoch or seed draws anew
+    again = [draw_kind(weights, sample_generator(0, 0, i)) for i in range(4000)]
+    assert again == kinds
+    assert [draw_kind(weights, sample_generator(0, 1, i)) for i in range(4000)] != kinds
+    assert [draw_kind(weights, sample_generator(1, 0, i)) for i in range(4000)] != kinds
 
 
 def _write(step, out):
@@ -96,12 +100,12 @@ def test_atomic_directory_leaves_nothing_on_error(tmp_path):
 def _linear_state():
     from mmar.training.config import OptimConfig
     from mmar.training.ema import EMA
-    from mmar.training.optim import build_optimizer, build_scheduler
+    from mmar.training.optim import build_lr_scheduler, build_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     opt = build_optimizer(model, OptimConfig(warmup_steps=2))
-    return model, opt, build_scheduler(opt, OptimConfig(warmup_steps=2), 10), EMA(model, 0.9)
+    return model, opt, build_lr_scheduler(opt, OptimConfig(warmup_steps=2), 10), EMA(model, 0.9)
 
 
 def _save_linear_checkpoint(path, step=1):

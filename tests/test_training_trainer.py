@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 from mmar.cli import main
 from mmar.data import corpus
-from mmar.model.mmar import MMAR
-from mmar.tokenizers import build_text_tokenizer
+from mmar.model.mmar import MMARModel
+from mmar.model.processor import MMARProcessor
+from mmar.pipelines.mmar import MMAR
 from mmar.training import checkpoint as ckpt
 from mmar.training.config import load_preset
 from mmar.training.trainer import Trainer, TrainingDiverged
@@ -26,8 +27,8 @@ def tiny(*overrides):
     return load_preset("tiny", ["train.progress=false", *overrides])
 
 
-class NaNMMAR(MMAR):
-    """MMAR whose loss is NaN on the chosen forward calls (1-based)."""
+class NaNMMAR(MMARModel):
+    """MMARModel whose loss is NaN on the chosen forward calls (1-based)."""
 
     def __init__(self, *args, nan_calls=(), **kwargs):
         super().__init__(*args, **kwargs)
@@ -42,9 +43,14 @@ class NaNMMAR(MMAR):
         return out
 
 
+def processor_of(cfg):
+    """The processor the trainer builds for ``cfg`` (a model passed to it must fit it)."""
+    return MMARProcessor.from_config(cfg.model, corpus(cfg.data))
+
+
 def nan_model(cfg, nan_calls):
-    tok = build_text_tokenizer(cfg.model.text_tokenizer, corpus(cfg.data))
-    return NaNMMAR(cfg.model, text_tokenizer=tok, nan_calls=nan_calls)
+    p = processor_of(cfg)
+    return NaNMMAR(cfg.model, p.vocab_size, p.special, nan_calls=nan_calls)
 
 
 def test_nan_step_is_skipped_without_update(tmp_path):
@@ -88,7 +94,7 @@ def test_grad_accum_consumes_micro_batches(tmp_path):
                      "train.ckpt_every=0"), tmp_path)
     summary = t.fit()
     assert summary["samples"] == 2 * 3 * 4
-    assert t.sampler.state_dict() == {"epoch": 0, "offset": 24}
+    assert t.data_position.state_dict() == {"epoch": 0, "offset": 24}
     assert t.optimizer.state_dict()["state"][0]["step"].item() == 2
 
 
@@ -187,8 +193,8 @@ def test_callback_exception_stops_the_run(tmp_path):
 
 def _tied_model(cfg):
     """The tiny MMAR with its LM head tied to the input embedding (one parameter, two names)."""
-    model = MMAR(cfg.model, text_tokenizer=build_text_tokenizer(cfg.model.text_tokenizer,
-                                                                corpus(cfg.data)))
+    p = processor_of(cfg)
+    model = MMARModel(cfg.model, p.vocab_size, p.special)
     model.backbone.config.tie_word_embeddings = True
     model.backbone.lm_head.weight = model.backbone.model.embed_tokens.weight
     return model
@@ -224,7 +230,7 @@ def test_mmar_train_cli_end_to_end(tmp_path, capsys):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004",
                                                                       "step_0000005"]
     assert (out / "config.yaml").is_file() and json.loads((out / "summary.json").read_text())
-    model = MMAR.from_pretrained(out / "final")
+    model = MMAR.from_pretrained(out / "final").model
     saved = load_file(str(out / "final" / "model.safetensors"))
     ema = {k[4:]: v for k, v in saved.items() if k.startswith("ema.")}
     assert ema and all(torch.equal(model.state_dict()[k], v) for k, v in ema.items())

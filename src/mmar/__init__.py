@@ -3,20 +3,33 @@
 One decoder-only LLM, extended with continuous image tokens, that generates images from text
 (masked autoregression whose per-token distribution is an MLP diffusion head trained with
 v-prediction) and understands images (captioning), with no vector quantisation.
+
+    model = mmar.MMAR.from_pretrained("runs/quickstart")
+    images = model.generate_images(["a handwritten digit seven"], seed=0)
+    captions = model.caption(images)
 """
+
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MMAR", "MMARConfig", "__version__"]
+__all__ = ["MMAR", "MMARConfig", "MMARModel", "MMARProcessor", "SamplingConfig",
+           "TextToImagePipeline", "CaptionPipeline", "__version__"]
+
+_LAZY = {  # `import mmar` does not import torch/transformers
+    "MMAR": "mmar.pipelines.mmar",
+    "TextToImagePipeline": "mmar.pipelines.text_to_image",
+    "CaptionPipeline": "mmar.pipelines.captioning",
+    "MMARModel": "mmar.model.mmar",
+    "MMARProcessor": "mmar.model.processor",
+    "MMARConfig": "mmar.model.config",
+    "SamplingConfig": "mmar.model.config",
+}
 
 
-def __getattr__(name):  # lazy: `import mmar` does not import torch/transformers
-    if name == "MMAR":
-        from mmar.model.mmar import MMAR
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
 
-        return MMAR
-    if name == "MMARConfig":
-        from mmar.model.config import MMARConfig
-
-        return MMARConfig
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mmar' has no attribute {name!r}")

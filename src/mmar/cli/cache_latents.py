@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
+
+from mmar.cli.options import CliError, add_device_option
+from mmar.data.config import DataConfig
+from mmar.tokenizers.base import ImageTokenizer
+from mmar.tokenizers.config import ImageTokenizerConfig
 
 DESCRIPTION = """\
 Run the image tokenizer's encoder once over a dataset, for every image and its horizontal
@@ -18,7 +21,7 @@ examples:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "cache-latents",
         help="encode a dataset's images (and flips) into latent shards",
@@ -43,32 +46,27 @@ def register(subparsers) -> None:
     p.add_argument("--no-flip", action="store_true", help="do not also encode horizontal flips")
     p.add_argument("--shard-size", type=int, default=10_000, help="latents per shard file")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    add_device_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior draw (posterior: sample)")
     p.set_defaults(func=run)
 
 
-def _tokenizer_config(args):
-    from mmar.tokenizers.config import ImageTokenizerConfig
+def _image_tokenizer(args: argparse.Namespace) -> tuple[ImageTokenizerConfig, ImageTokenizer]:
+    """The config and the tokenizer to encode with: --tokenizer-config's, or --model's own (its
+    stored weights: a random-init VAE is encoded exactly as the model was trained)."""
+    from mmar.tokenizers import build_image_tokenizer
 
     if args.tokenizer_config:
-        return ImageTokenizerConfig.from_yaml(args.tokenizer_config)
-    path = Path(args.model) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--model {args.model}: no config.json; give an mmar checkpoint directory"
-        )
-    data = json.loads(path.read_text())
-    if "image_tokenizer" not in data:
-        raise ValueError(
-            f"{path} has no 'image_tokenizer' section; pass --tokenizer-config instead"
-        )
-    return ImageTokenizerConfig.from_dict(data["image_tokenizer"])
+        cfg = ImageTokenizerConfig.from_yaml(args.tokenizer_config)
+        return cfg, build_image_tokenizer(cfg)
+    from mmar.cli.options import check_model_dir
+    from mmar.model.processor import MMARProcessor
+
+    processor = MMARProcessor.from_pretrained(check_model_dir(args.model))
+    return processor.config.image_tokenizer, processor.image_tokenizer
 
 
-def _data_config(args, tok_cfg):
-    from mmar.data.config import DataConfig
-
+def _data_config(args: argparse.Namespace, tok_cfg: ImageTokenizerConfig) -> DataConfig:
     if Path(args.data).suffix in (".yaml", ".yml", ".json"):
         cfg = DataConfig.from_yaml(args.data)
         return cfg.replace(path=args.data_path) if args.data_path else cfg
@@ -79,24 +77,21 @@ def _data_config(args, tok_cfg):
     )
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
-    from mmar.config import ConfigError
     from mmar.data import build_dataset
     from mmar.data.latents import write_latent_cache
-    from mmar.tokenizers import build_image_tokenizer
+    from mmar.torch_utils import resolve_device
 
     try:
-        tok_cfg = _tokenizer_config(args)
+        tok_cfg, tokenizer = _image_tokenizer(args)
         data_cfg = _data_config(args, tok_cfg)
         splits = [s for s in args.splits.split(",") if s]
         datasets = {s: build_dataset(data_cfg, s) for s in splits}
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"mmar cache-latents: {e}", file=sys.stderr)
-        return 2
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = build_image_tokenizer(tok_cfg)
+    except (ValueError, OSError) as e:  # ConfigError is a ValueError; FileNotFoundError an OSError
+        raise CliError(str(e)) from None
+    device = resolve_device(args.device)
     generator = torch.Generator(device).manual_seed(args.seed)
     for split, ds in datasets.items():
         entry = write_latent_cache(

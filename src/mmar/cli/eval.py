@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from mmar.cli.options import CliError, add_json_option, add_model_options, add_sampling_options, \
+    check_model_dir, human_output, load_model, sampling_from_args, write_json
 
 DESCRIPTION = """\
 Evaluate an MMAR checkpoint on a built-in dataset's held-out split and print a table.
@@ -19,43 +23,37 @@ shapes: T2I colour / shape / position / all-three accuracy read from pixels, cap
 and attribute accuracy, text NLL.
 Standard FID needs Inception weights (not shipped): --inception-weights FILE.
 
+Sampling (generation and captioning) defaults to the checkpoint's recommended SamplingConfig;
+the flags below override single fields. The table goes to stdout; --json FILE writes the whole
+result (per-digit accuracies, caption examples, timings, the sampling used).
+
 examples:
-  mmar eval --model runs/quickstart/final
-  mmar eval --model runs/mnist_stage2/final --n-per-class 50 --cfg 3 --num-iter 16 --json eval.json
+  mmar eval --model runs/quickstart
+  mmar eval --model runs/mnist_stage2/final --n-per-class 50 --guidance-scale 3 --json eval.json
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="evaluate a checkpoint: T2I accuracy, classifier-FID, captions, NLL",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="checkpoint directory (config.json + model.safetensors)")
+    add_model_options(p)
     p.add_argument("--dataset", default=None, choices=["mnist", "digits", "shapes"],
                    help="held-out data to score on (default: the checkpoint's training data if "
                         "recorded, else mnist)")
     p.add_argument("--n-per-class", type=int, default=20,
                    help="digits: images generated per digit; shapes: 10 x N held-out captions "
                         "as prompts; as many held-out images are captioned (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="sampling and held-out subset seed (default 0)")
-    p.add_argument("--num-iter", type=int, default=16, help="masked-AR iterations K (default 16)")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (default 3.0)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="diffusion sampling temperature (default: the model's diffusion config)")
-    p.add_argument("--num-steps", type=int, default=None,
-                   help="diffusion sampling steps (default: the model's diffusion config)")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default=None,
-                   help="diffusion sampler (default: the model's diffusion config)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per sampling / captioning batch")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="caption length limit (default 32)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling and held-out subset seed (default 0)")
+    add_sampling_options(p)
     p.add_argument("--inception-weights", default=None, metavar="FILE",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds standard FID")
-    p.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not the EMA")
-    p.add_argument("--json", default=None, metavar="FILE",
-                   help="write the results as JSON (default: MODEL/eval_<dataset>_seed<S>.json)")
+    add_json_option(p)
     p.set_defaults(func=run)
 
 
-def recorded_dataset(model_dir: Path) -> dict | None:
+def recorded_dataset(model_dir: Path) -> dict[str, Any] | None:
     """The training DataConfig (as a dict) of a checkpoint, if its run recorded one.
 
     Looked up in ``trainer_state/state.json`` ("run_config": a checkpoint of ``mmar train``), then
@@ -80,38 +78,26 @@ def recorded_dataset(model_dir: Path) -> dict | None:
 def run(args: argparse.Namespace) -> int:
     from mmar.data import DataConfig
     from mmar.evaluation.evaluate import EVAL_DATASETS, eval_data_config, evaluate, format_results
-    from mmar.model.mmar import MMAR
 
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        print(f"mmar eval: {model_dir} is not a checkpoint (no config.json); pass the directory "
-              "written by save_pretrained, e.g. runs/quickstart/final", file=sys.stderr)
-        return 2
+    model_dir = check_model_dir(args.model)
     if args.n_per_class < 1:
-        print(f"mmar eval: --n-per-class must be >= 1, got {args.n_per_class}", file=sys.stderr)
-        return 2
-    dataset: str | dict = args.dataset or "mnist"
+        raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    dataset: str | DataConfig = args.dataset or "mnist"
     if args.dataset is None and (recorded := recorded_dataset(model_dir)) is not None:
         if recorded.get("name") not in EVAL_DATASETS:
-            print(f"mmar eval: the model was trained on '{recorded.get('name')}', which has no "
-                  f"built-in metrics; pass --dataset {{{','.join(EVAL_DATASETS)}}}", file=sys.stderr)
-            return 2
-        dataset = recorded
-    model = MMAR.from_pretrained(model_dir, use_ema=not args.no_ema)
+            raise CliError(f"the model was trained on '{recorded.get('name')}', which has no "
+                           f"built-in metrics; pass --dataset {{{','.join(EVAL_DATASETS)}}}")
+        dataset = DataConfig.from_dict(recorded)
+    model = load_model(args)
+    sampling = sampling_from_args(model.sampling, args)
     try:
-        data_cfg = eval_data_config(model, DataConfig.from_dict(dataset) if isinstance(dataset, dict) else dataset)
+        data_cfg = eval_data_config(model, dataset)
     except ValueError as e:  # ConfigError included: the data does not fit this model
-        print(f"mmar eval: cannot evaluate {model_dir} on this data: {e}", file=sys.stderr)
-        return 2
+        raise CliError(f"cannot evaluate {model_dir} on this data: {e}") from None
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731  progress on stderr, table on stdout
-    res = evaluate(model, data_cfg, n_per_digit=args.n_per_class, seed=args.seed, num_iter=args.num_iter,
-                   cfg=args.cfg, temperature=args.temperature, num_steps=args.num_steps,
-                   sampler=args.sampler, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                   inception_weights=args.inception_weights, log=log)
+    res = evaluate(model, data_cfg, n_per_class=args.n_per_class, seed=args.seed,
+                   sampling=sampling, inception_weights=args.inception_weights, log=log)
     res["model"] = str(model_dir)
-    print(format_results(res))
-    out = Path(args.json) if args.json else model_dir / f"eval_{res['dataset']}_seed{args.seed}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
-    print(f"results written to {out}")
+    print(format_results(res), file=human_output(args))
+    write_json(res, args.json)
     return 0

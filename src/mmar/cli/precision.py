@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from mmar.cli.options import CliError, add_json_option, human_output, write_json
 
-def register(subparsers) -> None:
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "precision",
         help="bf16 error analysis of eps/v/x0-prediction on the cosine schedule",
@@ -15,8 +17,7 @@ def register(subparsers) -> None:
         "eps vs v. eps-prediction's error explodes as alpha_bar -> 0; v stays at bf16 resolution.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--json", metavar="FILE", default=None,
-                   help='write {"t", "rmse": {eps, v, x0}, "ddim_amplification": {eps, v}}')
+    add_json_option(p, 'the report {"t", "rmse": {eps, v, x0}, "ddim_amplification": {eps, v}}')
     p.add_argument("--plot", metavar="FILE.png", default=None,
                    help="write a log-scale plot over every t (matplotlib, Agg)")
     p.add_argument("--samples", type=int, default=65536,
@@ -26,19 +27,14 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from mmar.diffusion.precision import format_table, plot_precision, precision_report
 
     if args.samples < 1:
-        raise SystemExit(f"mmar precision: --samples must be >= 1, got {args.samples}")
+        raise CliError(f"--samples must be >= 1, got {args.samples}")
     report = precision_report(samples=args.samples, seed=args.seed)
-    print(format_table(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
+    print(format_table(report), file=human_output(args))
+    write_json(report, args.json)
     if args.plot:
         plot_precision(args.plot, samples=min(args.samples, 16384), seed=args.seed)
-        print(f"wrote {args.plot}")
+        print(f"wrote {args.plot}", file=human_output(args))
     return 0

@@ -5,8 +5,10 @@ The job, on the built-in default (2 CPU cores, ~15 minutes wall):
      a complete learning-rate schedule (a run cut short by a timer would end at a high lr);
   2. stage 1, mask ratio in [0.7, 1.0], then stage 2, mask ratio in [0, 1.0], from stage 1's EMA
      weights (the paper's two-stage recipe; presets quickstart_stage1/2);
-  3. evaluate the EMA model: T2I accuracy and classifier-FID (against held-out real digits, with
-     the real-vs-real floor), caption accuracy, text NLL, sampling speed;
+  3. evaluate the EMA model with the sampling settings the presets recommend (saved in the model:
+     K = 16, guidance 3, DDPM 50 steps at temperature 0.8): T2I accuracy and classifier-FID
+     (against held-out real digits, with the real-vs-real floor), caption accuracy, text NLL,
+     sampling speed;
   4. write OUT/ (the final model: MMAR.from_pretrained(OUT)), OUT/samples.png (rows: digits
      0-9, columns: samples), OUT/captions.txt (held-out images and their captions) and
      OUT/results.json, and print the metrics.
@@ -17,18 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-DESCRIPTION = __doc__.split("\n", 2)[2]
+from mmar.cli.options import CliError, add_device_option
+
+if TYPE_CHECKING:
+    from mmar.pipelines.mmar import MMAR
+    from mmar.training.config import RunConfig
+
+DESCRIPTION = (__doc__ or "").split("\n", 2)[2]
 STAGE_SHARE = 0.6  # share of the training steps given to stage 1 (the rest: stage 2)
 TRAIN_SHARE = 0.9  # share of the wall budget calibrated for training (stage 2 runs faster: ~0.8 of it)
-SAMPLING = {"num_iter": 16, "cfg": 3.0}  # evaluation and samples.png; the rest: the model config
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "quickstart", help="train the tiny MMAR on MNIST-5k and show T2I + captioning (make demo)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,13 +45,14 @@ def register(subparsers) -> None:
                         f"{TRAIN_SHARE:.0%}% of it is calibrated for training")
     p.add_argument("--steps", type=int, default=None,
                    help="total optimisation steps over both stages (skips the calibration)")
-    p.add_argument("--n-per-digit", type=int, default=50,
+    p.add_argument("--n-per-class", type=int, default=50,
                    help="generated images per digit for T2I accuracy / classifier-FID "
                         "(default: %(default)s)")
     p.add_argument("--samples-per-row", type=int, default=8,
                    help="columns of samples.png (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     p.add_argument("--force", action="store_true", help="delete an existing OUT first")
+    add_device_option(p)
     p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
                    metavar="KEY.PATH=VALUE",
                    help="override fields of both stages' run configs (presets "
@@ -52,7 +60,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def calibrate_steps(stage1, budget_s: float, probe_steps: int = 12) -> tuple[int, float]:
+def calibrate_steps(stage1: RunConfig, budget_s: float, probe_steps: int = 12) -> tuple[int, float]:
     """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run."""
     from mmar.training.trainer import Trainer
 
@@ -66,14 +74,15 @@ def calibrate_steps(stage1, budget_s: float, probe_steps: int = 12) -> tuple[int
     return max(2, int(budget_s / sec_per_step)), sec_per_step
 
 
-def sample_grid(model, out_png: Path, per_row: int, seed: int, **sampling) -> list[str]:
-    """samples.png: one row per digit 0-9 (prompt "a handwritten digit <name>"), per_row columns."""
+def sample_grid(model: MMAR, out_png: Path, per_row: int, seed: int) -> list[str]:
+    """samples.png: one row per digit 0-9 (prompt "a handwritten digit <name>"), per_row columns,
+    with the model's recommended sampling."""
     from PIL import Image
 
     from mmar.data.captions import DIGIT_NAMES
 
     prompts = [f"a handwritten digit {DIGIT_NAMES[d]}" for d in range(10) for _ in range(per_row)]
-    images = model.generate_images(prompts, seed=seed, **sampling)
+    images = model.generate_images(prompts, seed=seed)
     w, h = images[0].size
     grid = Image.new(images[0].mode, (w * per_row, h * 10))
     for i, img in enumerate(images):
@@ -82,18 +91,17 @@ def sample_grid(model, out_png: Path, per_row: int, seed: int, **sampling) -> li
     return prompts[::per_row]
 
 
-def write_captions(model, out_txt: Path, n: int = 20) -> float:
+def write_captions(model: MMAR, out_txt: Path, n: int = 20) -> float:
     """Caption ``n`` held-out images spread over the (label-sorted) split; returns their accuracy."""
+    import torch
+
     from mmar.data import DataConfig, build_dataset, parse_digit
-    from mmar.evaluation.metrics import tensor_to_pil
 
     tok = model.config.image_tokenizer
     ds = build_dataset(DataConfig(name="mnist", image_size=tok.image_size), "test")
     picks = range(0, len(ds), max(1, len(ds) // n))[:n]
     items = [ds[i] for i in picks]
-    import torch
-
-    captions = model.caption(tensor_to_pil(torch.stack([it["image"] for it in items])))
+    captions = model.caption(torch.stack([it["image"] for it in items]))
     with open(out_txt, "w") as f:
         for i, it, c in zip(picks, items, captions):
             f.write(f"test[{i}]\tlabel={it['label']}\t{c}\n")
@@ -101,18 +109,20 @@ def write_captions(model, out_txt: Path, n: int = 20) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
     from mmar.training.trainer import Trainer
 
     out = Path(args.out)
+    if args.n_per_class < 1:
+        raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
     if out.exists():
         if not args.force and any(out.iterdir()):
-            print(f"mmar quickstart: {out} exists; pass --force to replace it or --out DIR",
-                  file=sys.stderr)
-            return 2
+            raise CliError(f"{out} exists; pass --force to replace it or --out DIR")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    seed = [f"train.seed={args.seed}", *args.overrides]
+    device = resolve_device(args.device)
+    seed = [f"train.seed={args.seed}", f"train.device={device}", *args.overrides]
     stage1 = load_preset("quickstart_stage1", seed)
     t_start = time.perf_counter()
     if args.steps is None:
@@ -144,12 +154,11 @@ def run(args: argparse.Namespace) -> int:
     shutil.copy2(out / "stage2" / "config.yaml", out / "config.yaml")
 
     from mmar.evaluation.evaluate import evaluate, format_results
-    from mmar.model.mmar import MMAR
+    from mmar.pipelines.mmar import MMAR
 
-    model = MMAR.from_pretrained(out)
-    sampling = dict(SAMPLING)
-    res = evaluate(model, "mnist", n_per_digit=args.n_per_digit, seed=args.seed, **sampling)
-    sample_grid(model, out / "samples.png", args.samples_per_row, args.seed + 1, **sampling)
+    model = MMAR.from_pretrained(out, device=device)
+    res = evaluate(model, "mnist", n_per_class=args.n_per_class, seed=args.seed)
+    sample_grid(model, out / "samples.png", args.samples_per_row, args.seed + 1)
     write_captions(model, out / "captions.txt")
     res.update({
         "train_seconds": train_s, "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},

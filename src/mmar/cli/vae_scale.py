@@ -9,14 +9,16 @@ as `image_tokenizer.scale`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from mmar.cli.options import add_device_option, add_json_option, human_output, write_json
+from mmar.data.folder import load_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "vae-scale",
         help="estimate a VAE's latent scale (1/std of its latents) on a set of images",
@@ -55,21 +57,9 @@ def register(subparsers) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16, help="images per encoder call")
     p.add_argument("--seed", type=int, default=0, help="seed for the image subset and sampling")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_device_option(p)
+    add_json_option(p, 'the result {"scale", "mean", "std", "num_images", "latent_shape"}')
     p.set_defaults(func=run)
-
-
-def load_image(path: Path, size: int):
-    """An image file -> (3, size, size) float tensor in [-1, 1], center-cropped and resized."""
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as img:
-        img = ImageOps.fit(img.convert("RGB"), (size, size), method=Image.Resampling.BICUBIC)
-        arr = np.asarray(img, dtype=np.float32)  # (H, W, 3) in [0, 255]
-    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def _folder_images(folder: Path, num: int, size: int, generator) -> list:
@@ -79,7 +69,7 @@ def _folder_images(folder: Path, num: int, size: int, generator) -> list:
     if not files:
         raise SystemExit(f"vae-scale: no image files ({sorted(IMAGE_SUFFIXES)}) under {folder}")
     pick = torch.randperm(len(files), generator=generator)[:num].sort().values
-    return [load_image(files[i], size) for i in pick.tolist()]
+    return [load_image(files[i], channels=3, size=size) for i in pick.tolist()]
 
 
 def _builtin_images(name: str, num: int, size: int, generator) -> list:
@@ -120,12 +110,13 @@ def estimate_scale(tokenizer, images: list, batch_size: int, generator) -> dict:
     }
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import torch
 
     from mmar.tokenizers import ImageTokenizerConfig, build_image_tokenizer
+    from mmar.torch_utils import resolve_device
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     if args.tokenizer == "kl16" and args.path is None:
         print(
             "vae-scale: no --path given: KL-16 with random weights (testing only)", file=sys.stderr
@@ -150,10 +141,10 @@ def run(args) -> int:
     sample_gen = torch.Generator(device=device).manual_seed(args.seed)
     result = estimate_scale(tokenizer, images, args.batch_size, sample_gen)
 
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"images {result['num_images']}, latents {tuple(result['latent_shape'])}")
-        print(f"mean {result['mean']:.6f}  std {result['std']:.6f}")
-        print(f"estimated scale 1/std = {result['scale']:.6f}  (set image_tokenizer.scale)")
+    report = human_output(args)
+    print(f"images {result['num_images']}, latents {tuple(result['latent_shape'])}", file=report)
+    print(f"mean {result['mean']:.6f}  std {result['std']:.6f}", file=report)
+    print(f"estimated scale 1/std = {result['scale']:.6f}  (set image_tokenizer.scale)",
+          file=report)
+    write_json(result, args.json)
     return 0

@@ -1,4 +1,7 @@
-"""mmar.data: datasets of {"image": (C, H, W) in [-1, 1], "text": str, "label": int} items.
+"""mmar.data: datasets of {"image": (C, H, W) in [-1, 1], "text": str, "label": int, "key"} items.
+
+``key`` names the item within its split (its index, or a shard's member name): the trainer
+seeds each sample's draws (its kind, its CFG prompt dropout) from it.
 
     build_dataset(DataConfig(name="mnist"), "train")   # 4,000 real digits, 32x32, 1 channel
     loader = DataLoader(ds, batch_size=64, shuffle=True, collate_fn=collate)

@@ -124,6 +124,7 @@ class DigitDataset(torch.utils.data.Dataset):
             "image": self.image(index),
             "text": self.caption(index),
             "label": int(self.labels[index]),
+            "key": index,
         }
 
     def captions(self) -> list[str]:

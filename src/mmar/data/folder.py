@@ -78,7 +78,7 @@ class _UserImages(torch.utils.data.Dataset):
         except UNREADABLE as e:
             self._skip(image_path, f"unreadable image ({e})")
             return None
-        return {"image": image, "text": self._text(text), "label": label}
+        return {"image": image, "text": self._text(text), "label": label, "key": index}
 
     def captions(self) -> list[str]:
         """The caption of every item that has one (the text corpus)."""

@@ -172,7 +172,8 @@ class LatentDataset(torch.utils.data.Dataset):
         if self.flip == "random":
             flipped = bool(np.random.default_rng((self.seed, self.epoch, i)).integers(2))
         latents = self.flipped[i] if flipped else self.latents[i]
-        return {"latents": latents, "text": self.texts[i], "label": int(self.labels[i])}
+        return {"latents": latents, "text": self.texts[i], "label": int(self.labels[i]),
+                "key": index}
 
     def captions(self) -> list[str]:
         return list(self.texts)

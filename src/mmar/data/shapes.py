@@ -216,7 +216,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         img = np.asarray(render_shapes(specs, self.size, layouts), dtype=np.float32)  # (H, W, 3)
         image = torch.from_numpy(img).permute(2, 0, 1) / 127.5 - 1  # (3, H, W)
         label = specs[0].label if len(specs) == 1 else -1
-        return {"image": image, "text": caption_for(specs), "label": label}
+        return {"image": image, "text": caption_for(specs), "label": label, "key": index}
 
     def captions(self) -> list[str]:
         """Every caption this dataset can produce (all singles; all pairs with two_objects)."""

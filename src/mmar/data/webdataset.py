@@ -113,7 +113,8 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             self.skipped.append(key)
             log.warning("webdataset: skipping %s: unreadable (%s)", key, e)
             return None
-        return {"image": x, "text": sample["txt"].decode("utf-8").strip(), "label": label}
+        return {"image": x, "text": sample["txt"].decode("utf-8").strip(), "label": label,
+                "key": key}
 
     def _pipeline(self):
         import webdataset as wds

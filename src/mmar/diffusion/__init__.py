@@ -1,4 +1,4 @@
-"""mmar.diffusion: the per-token diffusion process (pure math) and the MLP head (DESIGN.md §4).
+"""mmar.diffusion: the per-token diffusion process (pure math) and the MLP head (docs/method.md §4).
 
 schedule (cosine alpha_bar, float64) -> parameterization (eps <-> v <-> x0) -> loss (training)
 and schedulers (DDIM / DDPM steps) -> sampling (the head's loop with CFG); head is the network;
@@ -19,13 +19,19 @@ from mmar.diffusion.parameterization import (
     x0_from_eps,
     x0_from_v,
 )
-from mmar.diffusion.sampling import sample_tokens
+from mmar.diffusion.sampling import noise_draws, sample_tokens
 from mmar.diffusion.schedule import NoiseSchedule, cosine_alpha_bar
-from mmar.diffusion.schedulers import DDIMScheduler, DDPMScheduler, build_scheduler
+from mmar.diffusion.schedulers import (
+    SCHEDULERS,
+    DDIMScheduler,
+    DDPMScheduler,
+    NoiseScheduler,
+    build_noise_scheduler,
+)
 
 __all__ = [
     "DiffusionConfig", "DiffusionHead", "diffusion_loss", "PARAMETERIZATIONS", "q_sample",
     "v_target", "x0_from_v", "eps_from_v", "x0_from_eps", "eps_from_x0", "training_target",
-    "predict_x0_and_eps", "sample_tokens", "NoiseSchedule", "cosine_alpha_bar",
-    "DDIMScheduler", "DDPMScheduler", "build_scheduler",
+    "predict_x0_and_eps", "sample_tokens", "noise_draws", "NoiseSchedule", "cosine_alpha_bar",
+    "DDIMScheduler", "DDPMScheduler", "NoiseScheduler", "SCHEDULERS", "build_noise_scheduler",
 ]

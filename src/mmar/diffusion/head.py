@@ -1,4 +1,4 @@
-"""The per-token diffusion head: MAR's SimpleMLPAdaLN shape (DESIGN.md §4).
+"""The per-token diffusion head: MAR's SimpleMLPAdaLN shape (docs/method.md §4).
 
     h  = Linear(D, W)(x_t)                                    input projection
     y  = MLP(sinusoid_256(t)) + Linear(C, W)(z)               timestep + condition
@@ -115,7 +115,7 @@ class DiffusionHead(nn.Module):
         """x_t (M, D), t (M,) long or a python int / 0-d tensor shared by all rows, cond (M, C).
 
         A shared t is embedded once, (1, W), and broadcast over the M rows: during sampling all
-        rows are at the same step, so this saves the timestep MLP on M - 1 rows (DESIGN §7).
+        rows are at the same step, so this saves the timestep MLP on M - 1 rows (docs/performance.md).
         """
         self._check_inputs(x_t, t, cond)
         if isinstance(t, int):

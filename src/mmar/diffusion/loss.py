@@ -1,4 +1,4 @@
-"""The diffusion loss of the head: the v-prediction loss (any parameterisation) (DESIGN.md §4).
+"""The diffusion loss of the head: the v-prediction loss (any parameterisation) (docs/method.md §4).
 
     t ~ U{0, .., T-1},  eps ~ N(0, I),  x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) eps
     L_i = || head(x_t, t, z_i) - target_i ||^2 / D,   target = v | eps | x0

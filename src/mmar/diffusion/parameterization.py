@@ -1,4 +1,4 @@
-"""eps <-> v <-> x0: the training targets and their inverses (DESIGN.md §4).
+"""eps <-> v <-> x0: the training targets and their inverses (docs/method.md §4).
 
     forward     x_t    = sqrt(ab) x0 + sqrt(1-ab) eps
     v target    v      = sqrt(ab) eps - sqrt(1-ab) x0

@@ -24,7 +24,7 @@ sqrt(1-ab_s) eps_hat; the derivative of x_s with respect to the network output i
 
 reported as absolute values for s = t - stride, stride = round((T-1)/(n-1)) the spacing of the
 n-step grid (n = 50: stride 20), with ab_s = 1 past t = 0. For eps the first step from t = 999
-multiplies the output error by ~630 (DESIGN.md §7); for v the factor is below 1 everywhere.
+multiplies the output error by ~630 (docs/performance.md); for v the factor is below 1 everywhere.
 """
 
 from __future__ import annotations

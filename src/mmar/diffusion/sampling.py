@@ -1,4 +1,4 @@
-"""The head's sampling loop with classifier-free guidance on its prediction (DESIGN.md §3, §4).
+"""The head's sampling loop with classifier-free guidance on its prediction (docs/method.md §3, §4).
 
     x_T ~ N(0, I)
     for t in scheduler.timesteps:                         one head call per step
@@ -10,55 +10,80 @@
 Temperature tau scales only the noise injected by the scheduler (MAR's choice), not x_T: x_T
 must look like what the head saw at t = T-1 in training (x_T ~ eps), and a shrunken x_T is off
 that distribution. So with deterministic DDIM (eta = 0) the temperature has no effect.
+
+The noise is either drawn here from one ``generator`` or passed in as ``noise`` (the pipeline
+draws each image's noise from that image's own generator, so a seeded image does not depend on
+the batch it is sampled in).
 """
 
 from __future__ import annotations
 
 import torch
 
+from mmar.diffusion.schedulers import NoiseScheduler
 
-def sample_tokens(head: torch.nn.Module, cond: torch.Tensor, scheduler, num_steps: int,
-                  uncond: torch.Tensor | None = None,
-                  cfg_scale: float | torch.Tensor = 1.0, temperature: float = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+
+def noise_draws(scheduler: NoiseScheduler, num_steps: int, temperature: float) -> int:
+    """How many (M, D) standard-normal draws ``sample_tokens`` uses: x_T, plus one per step
+    that injects noise (every step but the last, when the scheduler injects any)."""
+    return num_steps if scheduler.injects_noise(temperature) and num_steps > 1 else 1
+
+
+def sample_tokens(head: torch.nn.Module, cond: torch.Tensor, scheduler: NoiseScheduler,
+                  num_steps: int, uncond: torch.Tensor | None = None,
+                  guidance_scale: float | torch.Tensor = 1.0, temperature: float = 1.0,
+                  generator: torch.Generator | None = None,
+                  noise: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one token per row of ``cond`` -> x0 (M, D), D = ``head.token_dim``.
 
     cond, uncond: (M, C) conditioned / unconditioned z; no guidance when ``uncond`` is None or
-    ``cfg_scale`` is the float 1.0 (then the doubled batch would be wasted work).
-    cfg_scale: a float or an (M,) tensor (per-row scale, e.g. MAR's ramp over iterations).
+    ``guidance_scale`` is the float 1.0 (then the doubled batch would be wasted work).
+    guidance_scale: a float or an (M,) tensor (per-row scale, e.g. MAR's ramp over iterations).
     scheduler: a DDIMScheduler / DDPMScheduler; ``set_timesteps(num_steps)`` is called here.
-    generator: on cond's device; draws x_T and every step's noise.
+    generator: on cond's device; draws x_T and every step's noise when ``noise`` is None.
+    noise: (S, M, D) with S = ``noise_draws(scheduler, num_steps, temperature)``: noise[0] is
+      x_T, noise[i + 1] the noise step i injects.
     """
     if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
         raise TypeError(f"sample_tokens: scheduler must be a DDIMScheduler/DDPMScheduler, got "
                         f"{type(scheduler).__name__} (argument order: head, cond, scheduler, "
-                        f"num_steps, uncond=..., cfg_scale=...)")
+                        f"num_steps, uncond=..., guidance_scale=...)")
     if cond.ndim != 2:
         raise ValueError(f"sample_tokens: cond must be (M, C), got {tuple(cond.shape)}")
     m, device = cond.shape[0], cond.device
     # the sampling state stays in float32 (float64 for float64 conditions, as in the tests)
     dtype = torch.float64 if cond.dtype == torch.float64 else torch.float32
-    guided = uncond is not None and not (isinstance(cfg_scale, (int, float)) and cfg_scale == 1)
-    if guided:
+    shape = (m, head.token_dim)
+    if noise is not None:
+        expected = (noise_draws(scheduler, num_steps, temperature), *shape)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"sample_tokens: noise must be {expected} (x_T, then one draw per "
+                             f"noisy step), got {tuple(noise.shape)}")
+        noise = noise.to(device, dtype)
+    w, guided = guidance_scale, False
+    if uncond is not None and not (isinstance(w, (int, float)) and w == 1):
+        guided = True
         if uncond.shape != cond.shape:
             raise ValueError(f"sample_tokens: uncond shape {tuple(uncond.shape)} != cond shape "
                              f"{tuple(cond.shape)}")
-        w = cfg_scale
         if isinstance(w, torch.Tensor):
             if w.shape != (m,):
-                raise ValueError(f"sample_tokens: a tensor cfg_scale must be ({m},), "
+                raise ValueError(f"sample_tokens: a tensor guidance_scale must be ({m},), "
                                  f"got {tuple(w.shape)}")
-            w = w.to(device, dtype)[:, None]                                         # (M, 1)
+            w = w.to(device, dtype)[:, None]                                           # (M, 1)
         cond = torch.cat([cond, uncond])                                               # (2M, C)
     scheduler.set_timesteps(num_steps, device=device)
-    x = torch.randn((m, head.token_dim), generator=generator, device=device, dtype=dtype)
+    x = noise[0] if noise is not None else torch.randn(shape, generator=generator, device=device,
+                                                       dtype=dtype)                    # (M, D)
     # python ints: the head then embeds t once per step, and no step syncs with the device
-    for t in scheduler.timesteps.tolist():
+    for i, t in enumerate(scheduler.timesteps.tolist()):
         if guided:
             out = head(torch.cat([x, x]), t, cond).to(dtype)                           # (2M, D)
             out_c, out_u = out.chunk(2)                                                # (M, D) x 2
             out = out_u + w * (out_c - out_u)                                          # (M, D)
         else:
             out = head(x, t, cond).to(dtype)                                           # (M, D)
-        x = scheduler.step(out, t, x, generator=generator, temperature=temperature)    # (M, D)
+        step_noise = noise[i + 1] if noise is not None and i + 1 < noise.shape[0] else None
+        x = scheduler.step(out, t, x, generator=generator, temperature=temperature,
+                           noise=step_noise)                                           # (M, D)
     return x

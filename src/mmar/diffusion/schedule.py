@@ -1,4 +1,4 @@
-"""The cosine noise schedule (IDDPM, Nichol & Dhariwal 2021) as float64 tables (DESIGN.md §4).
+"""The cosine noise schedule (IDDPM, Nichol & Dhariwal 2021) as float64 tables (docs/method.md §4).
 
     f(t)      = cos^2( ((t/T) + s) / (1 + s) * pi/2 ),   s = 0.008
     beta_t    = min(1 - f(t+1)/f(t), 0.999),             t = 0 .. T-1
@@ -10,7 +10,7 @@ slightly noisy and t = T-1 is almost pure noise.
 The tables are float64 because 1 - alpha_bar near t = 0 is tiny (4e-5): formed from a float32
 alpha_bar it keeps only ~3 significant digits, and so would sqrt(1 - alpha_bar). They stay
 torch tensors on the data's device so that a sampling step gathers its coefficients without a
-host round trip (DESIGN.md §7: MAR indexes numpy tables at every step).
+host round trip (docs/performance.md: MAR indexes numpy tables at every step).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class NoiseSchedule:
 
     ``alphas_cumprod``: float64 (T,) on ``device``. ``ab(t)`` returns alpha_bar_t as (M, 1) in
     float64 so that the conversions in :mod:`mmar.diffusion.parameterization` can take square
-    roots at full precision before casting to the data's float32 (DESIGN.md §3 "precision").
+    roots at full precision before casting to the data's float32 (docs/method.md §3 "precision").
     """
 
     def __init__(self, num_timesteps: int = 1000, device: torch.device | str | None = None):

@@ -1,4 +1,4 @@
-"""DDIM and DDPM samplers over a respaced cosine schedule, diffusers-style (DESIGN.md §4).
+"""DDIM and DDPM noise schedulers over a respaced cosine schedule, diffusers-style (docs/method.md §4).
 
 ``set_timesteps(n)`` keeps n timesteps of the T-step training process, evenly spaced from T-1
 down to 0 (IDDPM/MAR ``space_timesteps``); ``step(output, t, x_t)`` goes from one kept timestep t
@@ -8,14 +8,15 @@ Written by hand rather than taken from ``diffusers`` (an optional dependency her
 tests as a reference): its tables are float32 (alpha_bar_999 ~ 2e-9 loses digits), its ``step``
 has no sampling temperature, and its DDIM moves by a fixed stride T//n instead of to the next
 kept timestep. The per-step coefficients are gathered from float64 tensors on the sample's
-device; there is no numpy indexing per step (DESIGN.md §7).
+device; there is no numpy indexing per step (docs/performance.md).
+``step`` takes the noise it injects as an argument when the caller draws it (per-sample
+generators make seeded sampling batch-invariant), else draws it from ``generator``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from mmar.diffusion.config import DiffusionConfig
 from mmar.diffusion.parameterization import PARAMETERIZATIONS, predict_x0_and_eps, q_sample
 from mmar.diffusion.schedule import NoiseSchedule
 
@@ -72,7 +73,17 @@ class _RespacedScheduler:
         """x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) noise; t an int or (M,) long -> (M, D)."""
         return q_sample(x0, noise, self.schedule.ab(t)).to(x0.dtype)
 
-    def _noise(self, sample: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def injects_noise(self, temperature: float) -> bool:
+        """Whether ``step`` adds noise (then it uses ``noise`` or draws from its generator)."""
+        raise NotImplementedError
+
+    def _noise(self, sample: torch.Tensor, generator: torch.Generator | None,
+               noise: torch.Tensor | None) -> torch.Tensor:
+        if noise is not None:
+            if noise.shape != sample.shape:
+                raise ValueError(f"{type(self).__name__}.step: noise shape {tuple(noise.shape)} "
+                                 f"!= sample shape {tuple(sample.shape)}")
+            return noise.to(sample.dtype)
         return torch.randn(sample.shape, generator=generator, device=sample.device,
                            dtype=sample.dtype)
 
@@ -91,23 +102,29 @@ class DDIMScheduler(_RespacedScheduler):
             raise ValueError(f"DDIMScheduler: eta must be in [0, 1], got {eta}")
         self.eta = float(eta)
 
+    def injects_noise(self, temperature: float) -> bool:
+        return self.eta > 0 and temperature > 0
+
     def step(self, model_output: torch.Tensor, t: int | torch.Tensor, sample: torch.Tensor,
-             generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """x_t (M, D) -> x_s (M, D), s the next kept timestep below t (a python int)."""
+             generator: torch.Generator | None = None, temperature: float = 1.0,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (M, D) -> x_s (M, D), s the next kept timestep below t (a python int).
+
+        noise: (M, D) standard normal to inject (eta > 0); None draws it from ``generator``."""
         i = self._step_index(t, model_output, sample)
         ab_t, ab_s = self._ab_t[i], self._ab_prev[i]                                   # 0-d f64
-        # 1. x0_hat and eps_hat from the head's output (DESIGN §4 "From v" / "From eps")
+        # 1. x0_hat and eps_hat from the head's output (docs/method.md §4 "From v" / "From eps")
         x0_hat, eps_hat = predict_x0_and_eps(self.prediction_type, model_output, sample, ab_t)
         dt = x0_hat.dtype
-        # 2. sigma = eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1-ab_t/ab_s)   (DESIGN §4 DDIM); 0 at the end
+        # 2. sigma = eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1-ab_t/ab_s)   (docs/method.md §4 DDIM); 0 at the end
         sigma = self.eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
-        # 3. x_s = sqrt(ab_s) x0_hat + sqrt(1-ab_s-sigma^2) eps_hat          (DESIGN §4 DDIM)
+        # 3. x_s = sqrt(ab_s) x0_hat + sqrt(1-ab_s-sigma^2) eps_hat          (docs/method.md §4 DDIM)
         direction = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt().to(dt) * eps_hat
         prev = ab_s.sqrt().to(dt) * x0_hat + direction
         # 4. + sigma * tau * z: temperature scales only the injected noise (as in MAR)
         last = i == len(self._index) - 1
-        if self.eta > 0 and temperature > 0 and not last:
-            prev = prev + (sigma * temperature).to(dt) * self._noise(sample, generator)
+        if self.injects_noise(temperature) and not last:
+            prev = prev + (sigma * temperature).to(dt) * self._noise(sample, generator, noise)
         return prev.to(sample.dtype)
 
 
@@ -115,12 +132,18 @@ class DDPMScheduler(_RespacedScheduler):
     """Ancestral DDPM sampling (MAR's) with the posterior variance beta_tilde of the respaced
     process: beta_t = 1 - ab_t/ab_s between consecutive kept timesteps t > s."""
 
+    def injects_noise(self, temperature: float) -> bool:
+        return temperature > 0
+
     def step(self, model_output: torch.Tensor, t: int | torch.Tensor, sample: torch.Tensor,
-             generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
-        """x_t (M, D) -> x_s ~ q(x_s | x_t, x0_hat) with noise scaled by tau (M, D)."""
+             generator: torch.Generator | None = None, temperature: float = 1.0,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """x_t (M, D) -> x_s ~ q(x_s | x_t, x0_hat) with noise scaled by tau (M, D).
+
+        noise: (M, D) standard normal to inject; None draws it from ``generator``."""
         i = self._step_index(t, model_output, sample)
         ab_t, ab_s = self._ab_t[i], self._ab_prev[i]                                   # 0-d f64
-        # 1. x0_hat from the head's output (DESIGN §4 "From v" / "From eps")
+        # 1. x0_hat from the head's output (docs/method.md §4 "From v" / "From eps")
         x0_hat, _ = predict_x0_and_eps(self.prediction_type, model_output, sample, ab_t)
         dt = x0_hat.dtype
         # 2. the respaced step's beta_t = 1 - alpha_t, alpha_t = ab_t / ab_s
@@ -134,15 +157,22 @@ class DDPMScheduler(_RespacedScheduler):
         # 4. + tau sqrt(beta_tilde) z, beta_tilde = (1-ab_s)/(1-ab_t) beta_t; the last step
         #    (ab_s = 1, beta_tilde = 0, mu = x0_hat) adds no noise, as in DDPM
         last = i == len(self._index) - 1
-        if temperature > 0 and not last:
+        if self.injects_noise(temperature) and not last:
             std = ((1 - ab_s) / (1 - ab_t) * beta_t).sqrt()
-            prev = prev + (std * temperature).to(dt) * self._noise(sample, generator)
+            prev = prev + (std * temperature).to(dt) * self._noise(sample, generator, noise)
         return prev.to(sample.dtype)
 
 
-def build_scheduler(cfg: DiffusionConfig,
-                    schedule: NoiseSchedule) -> DDIMScheduler | DDPMScheduler:
-    """The sampler named by a :class:`~mmar.diffusion.config.DiffusionConfig`."""
-    if cfg.sampler == "ddim":
-        return DDIMScheduler(schedule, cfg.parameterization, eta=cfg.eta)
-    return DDPMScheduler(schedule, cfg.parameterization)
+NoiseScheduler = DDIMScheduler | DDPMScheduler
+SCHEDULERS = ("ddim", "ddpm")
+
+
+def build_noise_scheduler(name: str, schedule: NoiseSchedule, prediction_type: str = "v",
+                          eta: float = 0.0) -> NoiseScheduler:
+    """The noise scheduler called ``name`` ("ddim" with ``eta``, or "ddpm") for a head that
+    predicts ``prediction_type`` (the model's ``diffusion.parameterization``)."""
+    if name == "ddim":
+        return DDIMScheduler(schedule, prediction_type, eta=eta)
+    if name == "ddpm":
+        return DDPMScheduler(schedule, prediction_type)
+    raise ValueError(f"unknown noise scheduler {name!r}; expected one of {list(SCHEDULERS)}")

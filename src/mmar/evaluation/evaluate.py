@@ -1,8 +1,8 @@
 """``evaluate(model, dataset)``: every metric of ``metrics.py`` for one model, as one dict.
 
-Digits (mnist, digits): T2I accuracy and classifier-FID of 10 x n_per_digit generated images
+Digits (mnist, digits): T2I accuracy and classifier-FID of 10 x n_per_class generated images
 (prompts from the caption templates), caption accuracy and text NLL on as many held-out images.
-Shapes: T2I attribute accuracy of images generated from 10 x n_per_digit held-out captions,
+Shapes: T2I attribute accuracy of images generated from 10 x n_per_class held-out captions,
 caption exact match / attribute accuracy and text NLL on those held-out images.
 The judge's held-out accuracy, the sampling speed and the timings go with every result.
 """
@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from mmar.data import DataConfig, build_dataset
+from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.evaluation import metrics
 from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
 from mmar.evaluation.judge import JudgeConfig, get_judge
+from mmar.model.config import SamplingConfig
+from mmar.pipelines.mmar import MMAR
+from mmar.torch_utils import eval_mode
 
 DIGIT_DATASETS = ("mnist", "digits")
 EVAL_DATASETS = (*DIGIT_DATASETS, "shapes")
 
 
-def load_split(data_cfg: DataConfig, split: str) -> dict:
+def load_split(data_cfg: DataConfig, split: str) -> dict[str, Any]:
     """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,), "texts"}."""
     ds = build_dataset(data_cfg, split)
     items = [ds[i] for i in range(len(ds))]
@@ -34,7 +39,7 @@ def load_split(data_cfg: DataConfig, split: str) -> dict:
     }
 
 
-def eval_data_config(model, dataset: str | DataConfig) -> DataConfig:
+def eval_data_config(model: MMAR, dataset: str | DataConfig) -> DataConfig:
     """The held-out data at the model's image size and channel count."""
     tok = model.config.image_tokenizer
     if isinstance(dataset, DataConfig):
@@ -49,61 +54,43 @@ def eval_data_config(model, dataset: str | DataConfig) -> DataConfig:
     return cfg
 
 
-def _generate(model, prompts: list[str], batch_size: int, seed: int, sampling: dict) -> tuple[list, float]:
-    """All prompts' images (batches drawn in turn from one generator seeded with ``seed``); seconds."""
-    t0 = time.perf_counter()
-    images = model.generate_images(prompts, seed=seed, batch_size=batch_size, **sampling)
-    return images, time.perf_counter() - t0
-
-
-def _caption(model, images: torch.Tensor, batch_size: int, max_new_tokens: int) -> list[str]:
-    pil = metrics.tensor_to_pil(images)
-    out: list[str] = []
-    for i in range(0, len(pil), batch_size):
-        out += model.caption(pil[i : i + batch_size], max_new_tokens=max_new_tokens)
-    return out
-
-
 @torch.no_grad()
 def evaluate(
-    model,
+    model: MMAR,
     dataset: str | DataConfig = "mnist",
-    n_per_digit: int = 20,
+    n_per_class: int = 20,
     seed: int = 0,
-    num_iter: int = 16,
-    cfg: float = 3.0,
-    temperature: float | None = None,
-    num_steps: int | None = None,
-    sampler: str | None = None,
-    batch_size: int = 50,
-    max_new_tokens: int = 32,
+    sampling: SamplingConfig | None = None,
     judge_cache_dir: str | None = None,
     inception_weights: str | None = None,
     log: Callable[[str], None] | None = print,
-) -> dict:
-    """All metrics for ``model`` (an ``mmar.MMAR``) on ``dataset``'s held-out split.
+) -> dict[str, Any]:
+    """All metrics for ``model`` on ``dataset``'s held-out split.
 
-    n_per_digit: digits: images generated per digit (10 x n_per_digit in all); shapes: 10 x
-      n_per_digit held-out captions are the prompts. As many held-out images are captioned.
-    num_iter, cfg: sampling; temperature, num_steps, sampler: None = the model's diffusion config.
+    n_per_class: digits: images generated per digit (10 x n_per_class in all); shapes: 10 x
+      n_per_class held-out captions are the prompts. As many held-out images are captioned.
+    sampling: the settings of generation and captioning (batch_size included); default the
+      checkpoint's recommended ``model.sampling``. Recorded in the result.
     inception_weights: a pt_inception .pth file to add the standard FID (``fid_inception``).
     Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
     """
+    with eval_mode(model.model):
+        return _evaluate(model, dataset, n_per_class, seed, sampling or model.sampling,
+                         judge_cache_dir, inception_weights, log)
+
+
+def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: int,
+              sampling: SamplingConfig, judge_cache_dir: str | None,
+              inception_weights: str | None, log: Callable[[str], None] | None) -> dict[str, Any]:
     t_start = time.perf_counter()
     data_cfg = eval_data_config(model, dataset)
-    was_training = model.training
-    model.eval()
     g = torch.Generator().manual_seed(seed)
     test = load_split(data_cfg, "test")
-    n = 10 * n_per_digit
+    n = 10 * n_per_class
     perm = torch.randperm(len(test["texts"]), generator=g)               # test splits are sorted by label
-    diff = model.config.diffusion  # record the steps / sampler actually used, not None
-    sampling = {"num_iter": num_iter, "cfg": cfg,
-                "temperature": diff.temperature if temperature is None else temperature,
-                "num_steps": num_steps or diff.num_sampling_steps, "sampler": sampler or diff.sampler}
-    res: dict = {"dataset": data_cfg.name, "image_size": data_cfg.image_size, "seed": seed,
-                 "n_per_digit": n_per_digit, **sampling}
-    timings: dict = {}
+    res: dict[str, Any] = {"dataset": data_cfg.name, "image_size": data_cfg.image_size,
+                           "seed": seed, "n_per_class": n_per_class, "sampling": sampling.to_dict()}
+    timings: dict[str, float] = {}
 
     if data_cfg.name in DIGIT_DATASETS:
         t0 = time.perf_counter()
@@ -118,15 +105,17 @@ def evaluate(
         timings["judge_s"] = time.perf_counter() - t0
         res.update(judge_heldout_accuracy=judge.heldout_accuracy, judge_from_cache=judge.from_cache,
                    judge_path=str(judge.cache_path))
-        prompts, labels = metrics.digit_prompts(n_per_digit)
+        prompts, labels = metrics.digit_prompts(n_per_class)
     else:
         prompts = [test["texts"][i] for i in perm[:n]]
     if log:
         log(f"eval {data_cfg.name}: generating {len(prompts)} images ({sampling})")
-    pil, timings["generate_s"] = _generate(model, prompts, batch_size, seed, sampling)
+    t0 = time.perf_counter()
+    pil = model.generate_images(prompts, sampling, seed=seed)
+    timings["generate_s"] = time.perf_counter() - t0
     res["n_generated"] = len(pil)
     res["images_per_second"] = len(pil) / max(timings["generate_s"], 1e-9)
-    gen = metrics.pil_to_tensor(pil, data_cfg.image_channels)              # (n, C, H, W)
+    gen = pil_to_tensor(pil, data_cfg.image_channels)                      # (n, C, H, W)
 
     # held-out reference / caption sets: disjoint, each the size of the generated set when possible
     m = min(len(gen), len(perm) // 2)
@@ -149,7 +138,7 @@ def evaluate(
     idx = perm[: min(n, len(perm))]
     images, texts = test["images"][idx], [test["texts"][i] for i in idx]
     t0 = time.perf_counter()
-    captions = _caption(model, images, batch_size, max_new_tokens)
+    captions = model.caption(tensor_to_pil(images), sampling)
     timings["caption_s"] = time.perf_counter() - t0
     res["n_captioned"] = len(captions)
     res["caption_examples"] = [{"true": t, "generated": c} for t, c in zip(texts[:5], captions[:5])]
@@ -159,19 +148,21 @@ def evaluate(
         res.update({f"caption_{k}" if k == "exact" else f"caption_{k}_accuracy": v
                     for k, v in metrics.shapes_caption_accuracy(captions, texts).items()})
     t0 = time.perf_counter()
-    res["text_nll_nats_per_token"] = metrics.text_nll_per_token(model, images, texts, batch_size)
+    res["text_nll_nats_per_token"] = metrics.text_nll_per_token(model, images, texts,
+                                                                sampling.batch_size)
     timings["nll_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     res["timings"] = timings
-    model.train(was_training)
     return res
 
 
-def format_results(res: dict) -> str:
+def format_results(res: dict[str, Any]) -> str:
     """A readable two-column table of ``evaluate``'s result."""
+    s = res["sampling"]
     rows = [("dataset", f"{res['dataset']} ({res['image_size']} px), seed {res['seed']}"),
-            ("sampling", f"K={res['num_iter']} cfg={res['cfg']} T={res['temperature']} "
-                         f"steps={res['num_steps']} sampler={res['sampler']}")]
+            ("sampling", f"K={s['num_iter']} guidance={s['guidance_scale']} "
+                         f"{s['scheduler']} steps={s['num_steps']} eta={s['eta']} "
+                         f"T={s['temperature']}")]
     if "judge_heldout_accuracy" in res:
         judge = f"judge held-out acc {res['judge_heldout_accuracy']:.4f}"
         rows += [("judge held-out accuracy", f"{res['judge_heldout_accuracy']:.4f}"

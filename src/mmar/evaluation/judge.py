@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from mmar.torch_utils import eval_mode
+
 from mmar.config import Config, check
 
 # Bump when the network or its training changes, so stale cache files are not reused.
@@ -120,11 +122,8 @@ class Judge(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Predicted labels (B,) long, in eval mode."""
-        was_training = self.training
-        self.eval()
-        out = torch.cat([self(b).argmax(-1) for b in x.split(batch_size)])
-        self.train(was_training)
-        return out
+        with eval_mode(self):
+            return torch.cat([self(b).argmax(-1) for b in x.split(batch_size)])
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:

@@ -13,28 +13,18 @@ both: text NLL of held-out captions given the image, nats per token.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from PIL import Image
 
 from mmar.data.captions import digit_caption, parse_digit
 from mmar.data.shapes import ShapeSpec, check_shapes, parse_shapes_caption
 from mmar.evaluation.frechet import feature_statistics, frechet_distance
 from mmar.evaluation.judge import Judge
 
-
-def pil_to_tensor(images: list[Image.Image], channels: int) -> torch.Tensor:
-    """PIL images -> (B, channels, H, W) float32 in [-1, 1] (converted to "L" or "RGB")."""
-    mode = {1: "L", 3: "RGB"}[channels]
-    arrays = [np.asarray(im.convert(mode), dtype=np.float32).reshape(im.size[1], im.size[0], channels) for im in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) / 127.5 - 1
-
-
-def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """(B, C, H, W) in [-1, 1] -> PIL images ("L" for C = 1, "RGB" for C = 3)."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    x = x.permute(0, 2, 3, 1).numpy()                                    # (B, H, W, C)
-    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in x]
+if TYPE_CHECKING:
+    from mmar.pipelines.mmar import MMAR
 
 
 def digit_prompts(n_per_digit: int) -> tuple[list[str], list[int]]:
@@ -124,15 +114,14 @@ def shapes_caption_accuracy(captions: list[str], true_captions: list[str]) -> di
     return {"exact": exact, **scores}
 
 
-@torch.no_grad()
-def text_nll_per_token(model, images: torch.Tensor, texts: list[str], batch_size: int = 64) -> float:
-    """sum NLL / sum tokens (nats per token) of ``texts`` given ``images`` (B, C, H, W), from
-    ``model.text_nll(images, texts) -> (total_nats, total_tokens)`` summed over batches."""
+def text_nll_per_token(model: MMAR, images: torch.Tensor, texts: list[str],
+                       batch_size: int = 64) -> float:
+    """sum NLL / sum tokens (nats per token) of ``texts`` given ``images`` (B, C, H, W), summed
+    over batches of ``model.text_nll``."""
     nats, tokens = 0.0, 0
-    images = images.to(model.device)
     for i in range(0, len(texts), batch_size):
         n, t = model.text_nll(images[i : i + batch_size], texts[i : i + batch_size])
-        nats, tokens = nats + float(n), tokens + int(t)
+        nats, tokens = nats + n, tokens + t
     if tokens == 0:
         raise ValueError("text_nll_per_token: the texts have no tokens")
     return nats / tokens

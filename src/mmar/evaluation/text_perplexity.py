@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mmar.torch_utils import eval_mode
+
 # Ordinary English, none about digits or shapes; fixed so numbers are comparable across runs.
 HELD_OUT_SENTENCES = (
     "The train to the city leaves every morning at half past seven.",
@@ -57,21 +59,19 @@ def text_perplexity(lm: torch.nn.Module, tokenizer, sentences=HELD_OUT_SENTENCES
     seqs = encode_sentences(tokenizer, sentences)
     device = next(lm.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    was_training = lm.training
-    lm.eval()
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start:start + batch_size]
-        L = max(len(s) for s in chunk)
-        ids = torch.full((len(chunk), L), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(chunk), L, dtype=torch.long)
-        for b, s in enumerate(chunk):
-            ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()   # (B, L-1, V)
-        targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)                # (B, L-1)
-        total_nll += float(F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
-        total_tokens += int((targets != -100).sum())
-    lm.train(was_training)
+    with eval_mode(lm):
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start:start + batch_size]
+            L = max(len(s) for s in chunk)
+            ids = torch.full((len(chunk), L), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros(len(chunk), L, dtype=torch.long)
+            for b, s in enumerate(chunk):
+                ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
+            ids, mask = ids.to(device), mask.to(device)
+            logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()   # (B, L-1, V)
+            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)                # (B, L-1)
+            total_nll += float(F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
+            total_tokens += int((targets != -100).sum())
     nll = total_nll / total_tokens
     return {"perplexity": math.exp(nll), "nll_per_token": nll, "tokens": total_tokens,
             "sentences": len(seqs)}

@@ -1,15 +1,27 @@
-"""mmar.model: the MMAR model and its parts (configs, backbone, EmbeddingViT, masks, masking).
+"""mmar.model: the MMAR network, its processor and their parts (configs, backbone, EmbeddingViT,
+attention mask, sequence packing, masking).
 
 Imported lazily so that reading a config does not import torch/transformers.
 """
 
-from mmar.model.config import BackboneConfig, MaskConfig, MMARConfig, ViTConfig, tiny_config
+from typing import Any
 
-__all__ = ["MMAR", "MMARConfig", "BackboneConfig", "ViTConfig", "MaskConfig", "tiny_config",
-           "EmbeddingViT", "build_backbone", "build_attention_mask", "pack_sequences"]
+from mmar.model.config import (
+    BackboneConfig,
+    MaskConfig,
+    MMARConfig,
+    SamplingConfig,
+    ViTConfig,
+    tiny_config,
+)
+
+__all__ = ["MMARModel", "MMARProcessor", "MMARConfig", "SamplingConfig", "BackboneConfig",
+           "ViTConfig", "MaskConfig", "tiny_config", "EmbeddingViT", "build_backbone",
+           "build_attention_mask", "pack_sequences"]
 
 _LAZY = {
-    "MMAR": "mmar.model.mmar",
+    "MMARModel": "mmar.model.mmar",
+    "MMARProcessor": "mmar.model.processor",
     "EmbeddingViT": "mmar.model.embedding_vit",
     "build_backbone": "mmar.model.backbone",
     "build_attention_mask": "mmar.model.attention_mask",
@@ -17,7 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -116,12 +116,74 @@ class MaskConfig(Config):
 
 
 @dataclass
+class SamplingConfig(Config):
+    """How to sample from a trained model: the one home of every sampling default.
+
+    A checkpoint stores the settings it recommends (``model.sampling`` of its run config, saved
+    in config.json); the pipelines, the CLI, evaluation, quickstart and the benchmarks start from
+    there and override single fields.
+
+    Text to image (masked AR, each token drawn from the diffusion head):
+      num_iter: K masked-AR iterations. With K > N image tokens, the steps that would reveal
+        nothing are skipped (every token is still revealed exactly once).
+      guidance_scale: w of classifier-free guidance on the head's prediction, ramped with the
+        revealed fraction (1 = no guidance: the unconditional half is not computed).
+      scheduler: the head's noise scheduler, "ddim" or "ddpm" (ancestral).
+      num_steps: respaced diffusion steps per token (at most the diffusion's num_timesteps).
+      eta: DDIM stochasticity (0 = deterministic; 1 = DDPM's variance). DDIM only.
+      temperature: tau, scales the noise the scheduler injects at each step (DDPM, or DDIM
+        with eta > 0). It has no effect with DDIM at eta = 0, which injects none.
+    Image to text:
+      max_new_tokens: the longest caption / answer, in tokens.
+      text_temperature: 0 = greedy decoding; else sampling from softmax(logits / T).
+    Both:
+      batch_size: prompts / images per forward pass (memory, not results: seeded sampling is
+        batch-invariant).
+    """
+
+    num_iter: int = 16
+    guidance_scale: float = 3.0
+    scheduler: Literal["ddim", "ddpm"] = "ddim"
+    num_steps: int = 50
+    eta: float = 0.0
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    text_temperature: float = 0.0
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        for name, example in (("num_iter", 16), ("num_steps", 50), ("max_new_tokens", 32),
+                              ("batch_size", 64)):
+            v = getattr(self, name)
+            check(v >= 1, f"{n}.{name}", f"must be >= 1, got {v}; e.g. {name}: {example}")
+        check(self.guidance_scale >= 0, f"{n}.guidance_scale",
+              f"must be >= 0 (1 = no guidance), got {self.guidance_scale}; e.g. 3.0")
+        check(self.scheduler in ("ddim", "ddpm"), f"{n}.scheduler",
+              f"must be 'ddim' or 'ddpm', got {self.scheduler!r}; e.g. scheduler: ddpm")
+        check(0.0 <= self.eta <= 1.0, f"{n}.eta",
+              f"must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {self.eta}")
+        check(self.temperature >= 0, f"{n}.temperature",
+              f"must be >= 0, got {self.temperature}; e.g. temperature: 1.0")
+        check(self.text_temperature >= 0, f"{n}.text_temperature",
+              f"must be >= 0 (0 = greedy), got {self.text_temperature}")
+
+    @property
+    def temperature_ignored(self) -> bool:
+        """True when ``temperature`` cannot act: deterministic DDIM injects no noise."""
+        return self.scheduler == "ddim" and self.eta == 0 and self.temperature != 1.0
+
+
+@dataclass
 class MMARConfig(Config):
     """The whole model. L = CE_text + lambda_img * L_diff.
 
     prompt_ce_weight: weight of the cross-entropy on the prompt of t2i samples (0 = off).
-    cfg_dropout: probability that a t2i prompt is replaced by "" in training (for CFG).
+    prompt_dropout: probability that a t2i prompt is replaced by "" in training, so that the
+      model also learns the unconditional distribution classifier-free guidance needs.
     max_text_len: texts are truncated to this many tokens (specials not counted).
+    sampling: the sampling settings this model recommends (saved with it).
     """
 
     # default: 32 px grey pixels grouped 4 x 4 -> 64 tokens of dim 16 (p = 1 would give 1024)
@@ -132,9 +194,10 @@ class MMARConfig(Config):
     vit: ViTConfig = field(default_factory=ViTConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     lambda_img: float = 1.0
     prompt_ce_weight: float = 1.0
-    cfg_dropout: float = 0.1
+    prompt_dropout: float = 0.1
     max_text_len: int = 64
 
     def validate(self) -> None:
@@ -143,8 +206,11 @@ class MMARConfig(Config):
         check(self.lambda_img >= 0, f"{n}.lambda_img", f"must be >= 0, got {self.lambda_img}")
         check(self.prompt_ce_weight >= 0, f"{n}.prompt_ce_weight",
               f"must be >= 0 (0 = no CE on prompts), got {self.prompt_ce_weight}")
-        check(0.0 <= self.cfg_dropout < 1.0, f"{n}.cfg_dropout",
-              f"must be in [0, 1), got {self.cfg_dropout}; e.g. cfg_dropout: 0.1")
+        check(0.0 <= self.prompt_dropout < 1.0, f"{n}.prompt_dropout",
+              f"must be in [0, 1), got {self.prompt_dropout}; e.g. prompt_dropout: 0.1")
+        check(self.sampling.num_steps <= self.diffusion.num_timesteps, f"{n}.sampling.num_steps",
+              f"must be <= diffusion.num_timesteps = {self.diffusion.num_timesteps}, got "
+              f"{self.sampling.num_steps}; e.g. num_steps: 50")
         check(self.max_text_len >= 1, f"{n}.max_text_len",
               f"must be >= 1, got {self.max_text_len}; e.g. max_text_len: 64")
         if self.image_tokenizer.kind != "diffusers":  # its geometry needs the VAE's config.json
@@ -167,8 +233,8 @@ def tiny_config(**changes) -> MMARConfig:
         backbone=BackboneConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
                                 intermediate_size=64, max_position_embeddings=128),
         vit=ViTConfig(width=32, depth=1, num_heads=2),
-        diffusion=DiffusionConfig(head_width=32, head_depth=1, diffusion_batch_mul=2,
-                                  num_sampling_steps=5),
+        diffusion=DiffusionConfig(head_width=32, head_depth=1, diffusion_batch_mul=2),
+        sampling=SamplingConfig(num_steps=5),
         max_text_len=16,
     )
     return cfg.replace(**changes) if changes else cfg

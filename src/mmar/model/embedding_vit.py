@@ -1,4 +1,4 @@
-"""EmbeddingViT: continuous image tokens -> LLM-width embeddings (DESIGN.md §2).
+"""EmbeddingViT: continuous image tokens -> LLM-width embeddings (docs/method.md §2).
 
     tokens (B, N, D) --Linear--> (B, N, W) + pos (1, N, W) --depth x pre-norm block--> LayerNorm
     --projector Linear-GELU-Linear--> (B, N, out_dim = LLM width)

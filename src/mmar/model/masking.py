@@ -1,4 +1,5 @@
-"""Masking for masked autoregression: mask ratios, random orders, the reveal schedule, CFG ramp.
+"""Masking for masked autoregression: mask ratios, random orders, the reveal schedule, the
+guidance ramp.
 
 Training (MAR's recipe): each sample draws a mask ratio r, a random permutation `order` of its N
 positions, and masks the first ``ceil(N r)`` positions of that order (at least one).
@@ -10,6 +11,7 @@ of the order backwards, so "the first m positions of the order are masked" holds
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -90,6 +92,21 @@ def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:
     return out
 
 
-def cfg_ramp(cfg_scale: float, num_tokens: int, num_masked: int) -> float:
-    """Guidance scale ramped with the revealed fraction: w_k = 1 + (w - 1)(N - m_k)/N."""
-    return 1.0 + (cfg_scale - 1.0) * (num_tokens - num_masked) / num_tokens
+def reveal_steps(orders: torch.Tensor, num_iter: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """The positions each sampling iteration reveals: ``(m_k, orders[:, m_k : m_{k-1}])`` for
+    every k of ``reveal_schedule`` that reveals at least one token (K > N skips the others).
+
+    orders: (B, N) permutations. Together the yielded (B, r_k) blocks partition every row of
+    ``orders``: each token is revealed exactly once.
+    """
+    prev = orders.shape[1]
+    for m in reveal_schedule(prev, num_iter):
+        if m < prev:
+            yield m, orders[:, m:prev]
+            prev = m
+
+
+def guidance_ramp(guidance_scale: float, num_tokens: int, num_masked: int) -> float:
+    """Guidance scale ramped with the revealed fraction (MAR/Muse): w_k = 1 + (w - 1)(N - m_k)/N,
+    with m_k the tokens still masked after step k."""
+    return 1.0 + (guidance_scale - 1.0) * (num_tokens - num_masked) / num_tokens

@@ -12,15 +12,18 @@ Labels follow the transformers convention: ``labels[b, j]`` is token j where tok
 target (predicted from position j - 1), else -100; ``label_weights`` holds the weight of each.
 Image slots hold the pad id (their embeddings are replaced by the EmbeddingViT's outputs).
 The packing loop is per sample (short python lists, clarity first); the mask is vectorised.
+It runs in the data pipeline (``MMARProcessor``, DataLoader workers): no model needed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from mmar.model.attention_mask import build_attention_mask
+from mmar.tokenizers.special import SpecialTokenIds
 
 LAYOUTS = {
     "t2i": ("bos", "prompt", "boi", "image", "eoi"),
@@ -30,22 +33,12 @@ LAYOUTS = {
     "gen": ("bos", "gen_prompt", "boi", "image"),
 }
 IMAGE_KINDS = ("t2i", "i2t", "img", "gen")
-
-
-@dataclass(frozen=True)
-class SpecialIds:
-    """Token ids of the structural tokens; ``bos`` is None when the vocabulary has none."""
-
-    bos: int | None
-    eos: int
-    pad: int
-    boi: int
-    eoi: int
+GENERATIVE_KINDS = ("t2i", "img", "gen")  # their image block is masked and diffused
 
 
 @dataclass
 class PackedBatch:
-    """One padded batch (B samples, length L)."""
+    """One padded batch (B samples, length L): what ``MMARModel`` takes instead of strings."""
 
     input_ids: torch.Tensor        # (B, L) long, pad id at image slots and padding
     valid: torch.Tensor            # (B, L) bool, False at padding
@@ -56,14 +49,23 @@ class PackedBatch:
     label_weights: torch.Tensor    # (B, L) float32, CE weight of each target (0 elsewhere)
     attention_mask: torch.Tensor   # (B, 1, L, L) bool, see build_attention_mask
     image_start: torch.Tensor      # (B,) long, index of img_1, -1 for samples without an image
+    generative: torch.Tensor       # (B,) bool, True where the image is generated (t2i/img/gen)
 
     @property
     def has_image(self) -> torch.Tensor:
         return self.image_start >= 0                                            # (B,)
 
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
 
-def _sample_tokens(kind: str, ids: list[int], num_image_tokens: int, sp: SpecialIds,
-                   prompt_ce_weight: float) -> tuple[list[int], list[bool], list[float]]:
+    def to(self, device: torch.device | str) -> PackedBatch:
+        """The same batch with every tensor on ``device``."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
+                                            for f in dataclasses.fields(self)})
+
+
+def _layout(kind: str, ids: list[int], num_image_tokens: int, sp: SpecialTokenIds,
+            prompt_ce_weight: float) -> tuple[list[int], list[bool], list[float]]:
     """(token ids, is_image, CE weight of each token as a target) of one sample."""
     toks, img, w = [], [], []
 
@@ -94,7 +96,7 @@ def pack_sequences(
     text_ids: list[list[int]],
     kinds: list[str],
     num_image_tokens: int,
-    special: SpecialIds,
+    special: SpecialTokenIds,
     prompt_ce_weight: float = 1.0,
     padding_side: str = "right",
     device: torch.device | str | None = None,
@@ -109,7 +111,7 @@ def pack_sequences(
     unknown = sorted(set(kinds) - set(LAYOUTS))
     if unknown:
         raise ValueError(f"pack_sequences: unknown kind(s) {unknown}; expected one of {list(LAYOUTS)}")
-    samples = [_sample_tokens(k, ids, num_image_tokens, special, prompt_ce_weight)
+    samples = [_layout(k, ids, num_image_tokens, special, prompt_ce_weight)
                for ids, k in zip(text_ids, kinds)]
     B, L = len(samples), max(len(s[0]) for s in samples)
     input_ids = torch.full((B, L), special.pad, dtype=torch.long)
@@ -132,4 +134,5 @@ def pack_sequences(
         labels=labels.to(device), label_weights=weights.to(device),
         attention_mask=build_attention_mask(block_ids, valid).to(device),
         image_start=image_start.to(device),
+        generative=torch.tensor([k in GENERATIVE_KINDS for k in kinds], device=device),
     )

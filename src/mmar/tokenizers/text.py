@@ -19,13 +19,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers.trainers import WordLevelTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-BOI, EOI = "<boi>", "<eoi>"
+from mmar.tokenizers.special import BOI, EOI, SpecialTokenIds
+
 WORD_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids 0..3 of a word vocabulary
 
 # Qwen2's pre-tokenisation regex (its tokenizer.json): like GPT-4's, but digits split one by one.
@@ -35,14 +35,6 @@ QWEN2_PATTERN = (
 )
 QWEN2_ENDOFTEXT = "<|endoftext|>"  # id 151643: eos and pad of the Qwen2 base models
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class SpecialTokenIds(NamedTuple):
-    boi: int
-    eoi: int
-    pad: int
-    eos: int
-    bos: int | None  # None where the vocabulary has no bos (Qwen2)
 
 
 def add_image_tokens(tok: PreTrainedTokenizerFast) -> SpecialTokenIds:
@@ -59,7 +51,8 @@ def add_image_tokens(tok: PreTrainedTokenizerFast) -> SpecialTokenIds:
         [AddedToken(t, special=True, normalized=False) for t in (BOI, EOI)], special_tokens=True
     )
     ids = tok.convert_tokens_to_ids([BOI, EOI])
-    return SpecialTokenIds(ids[0], ids[1], tok.pad_token_id, tok.eos_token_id, tok.bos_token_id)
+    return SpecialTokenIds(boi=ids[0], eoi=ids[1], pad=tok.pad_token_id, eos=tok.eos_token_id,
+                           bos=tok.bos_token_id)
 
 
 def build_word_tokenizer(corpus: list[str], vocab_size: int = 0) -> PreTrainedTokenizerFast:

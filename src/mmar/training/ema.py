@@ -1,7 +1,7 @@
-"""Exponential moving average of the trainable weights, with warm-up (DESIGN §3).
+"""Exponential moving average of the trainable weights, with warm-up (docs/method.md §3).
 
 A fixed decay of 0.999 started from the initial weights still holds a third of them after
-~1,000 updates (DESIGN §7), so early checkpoints evaluate as noise. The warm-up decay
+~1,000 updates (docs/performance.md), so early checkpoints evaluate as noise. The warm-up decay
 ``min(d, (1 + s) / (10 + s))`` averages over roughly the last 10% of updates early on and only
 reaches ``d`` after ``~10 / (1 - d)`` updates.
 """

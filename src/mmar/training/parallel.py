@@ -95,7 +95,7 @@ def init_distributed(cfg: ParallelConfig, device: torch.device) -> tuple[DistInf
                 "strategy is 'none'; set parallel.strategy: ddp (or fsdp), e.g. --set "
                 "parallel.strategy=ddp")
         return DistInfo(), device
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)

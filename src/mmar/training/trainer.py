@@ -1,7 +1,10 @@
 """The training loop behind ``mmar train``: ``Trainer(run_cfg, out_dir, resume).fit()``.
 
-One step = ``grad_accum`` micro-batches; each sample's kind (t2i / i2t / img) is drawn from the
-run's generator, which also drives the model's masks and CFG prompt dropout. Then: NaN/inf check
+Data: the DataLoader's collator (:mod:`mmar.training.batching`, in its workers) draws each sample's
+kind (t2i / i2t / img) and CFG prompt dropout from the sample's own seed and lets the
+``MMARProcessor`` tokenize and pack; the step encodes the images into tokens on the device and
+calls ``MMARModel.forward``, whose masks and diffusion noise come from the run's generator.
+One step = ``grad_accum`` micro-batches, then: NaN/inf check
 (skip the update, count it, stop after ``max_nan_in_row``), gradient clipping, AdamW, the
 learning-rate schedule and the EMA. Everything random is restored on ``--resume`` (optimizer,
 scheduler, EMA, RNG states, data position), so an interrupted run resumed to the end ends with
@@ -14,9 +17,10 @@ Callbacks (``Trainer(..., callbacks=[...])``) see every step as it ends; see :da
 Output directory::
 
     OUT/config.yaml  metrics.jsonl  loss.png  summary.json
-    OUT/checkpoints/step_XXXXXXX/   model.safetensors (raw + EMA weights) + trainer_state/
+    OUT/checkpoints/step_XXXXXXX/   model.safetensors (raw + EMA weights), config.json,
+                                    backbone/, tokenizer/ + trainer_state/
                                     (see mmar.training.checkpoint)
-    OUT/final/                      EMA + raw weights, loadable by MMAR.from_pretrained
+    OUT/final/                      EMA + raw weights, loadable by mmar.MMAR.from_pretrained
 """
 
 from __future__ import annotations
@@ -25,25 +29,30 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from mmar.config import ConfigError
+from mmar.model.mmar import MMARModel
+from mmar.model.processor import MMARProcessor
+from mmar.torch_utils import resolve_device
 from mmar.training import checkpoint as ckpt
+from mmar.training.batching import TrainingCollator
 from mmar.training.config import RunConfig
+from mmar.training.data_order import ResumableBatchSampler, StreamPosition
 from mmar.training.ema import EMA
 from mmar.training.metrics import MetricsLog, plot_loss
-from mmar.training.optim import build_optimizer, build_scheduler
+from mmar.training.optim import build_lr_scheduler, build_optimizer
 from mmar.training.parallel import (ShardedBatchSampler, all_reduce_sum, barrier, destroy,
                                     full_model_state, full_optimizer_state, full_tensors,
                                     gather_objects, global_mean_loss, init_distributed,
                                     parallelize)
-from mmar.training.sampler import ResumableBatchSampler, StreamPosition, draw_kinds
 
-Callback = Callable[["Trainer", dict], None]
+Callback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)``, called by ``fit()`` once after every training step.
 
 When: after the step's optimiser update (or its NaN skip), its metrics line and its checkpoint
@@ -64,9 +73,10 @@ leave the model, optimiser and RNGs (torch's global one included) alone.
 # train.* fields a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_CHANGES = {"steps", "max_minutes", "progress", "log_every", "ckpt_every", "keep_last",
                      "max_nan_in_row", "device"}
-# sections a resumed run may change: checkpoints hold full tensors keyed by name (any world size)
-RESUMABLE_SECTIONS = {"parallel"}
-# rank r draws kinds / masks / noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)
+# sections a resumed run may change: checkpoints hold full tensors keyed by name (any world
+# size); the recommended sampling settings saved with the model do not affect training
+RESUMABLE_SECTIONS = {"parallel", "model.sampling"}
+# rank r draws masks / noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)
 RANK_SEED_STRIDE = 1_000_003
 
 
@@ -74,17 +84,11 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a NaN/inf loss or gradient."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):
         a, b, where = old.get(k), new.get(k), f"{prefix}{k}"
-        if not prefix and k in RESUMABLE_SECTIONS:
+        if where in RESUMABLE_SECTIONS:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_diff(a, b, where + ".")
@@ -97,8 +101,8 @@ class Trainer:
     """Train an MMAR model as ``run_cfg`` says, writing everything under ``out_dir``.
 
     resume: continue from the newest complete checkpoint in ``out_dir/checkpoints``.
-    model: train this module instead of building ``MMAR(run_cfg.model)`` (tests; it must follow
-      MMAR's forward / save_pretrained contract and have a ``text_tokenizer``).
+    model: train this network instead of building ``MMARModel(run_cfg.model)`` (tests; it must
+      fit the processor the trainer builds from the config and the data).
     callbacks: called after every step, in order (progress reports, custom stopping; see
       :data:`Callback`).
     The constructor validates everything and builds the model, data and optimiser; ``fit()`` runs.
@@ -106,7 +110,7 @@ class Trainer:
     """
 
     def __init__(self, run_cfg: RunConfig, out_dir: str | Path, resume: bool = False,
-                 model: torch.nn.Module | None = None, callbacks: Sequence[Callback] = ()):
+                 model: MMARModel | None = None, callbacks: Sequence[Callback] = ()):
         run_cfg.validate()
         self.cfg, self.out = run_cfg, Path(out_dir)
         self.callbacks = list(callbacks)
@@ -119,30 +123,34 @@ class Trainer:
             raise ConfigError(f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
                               " point it at a run's final/ or checkpoints/step_XXXXXXX directory")
         torch.manual_seed(tc.seed)
-        # kinds, masks, CFG dropout, diffusion noise: on the training device, as the model draws
+        # masks and diffusion noise: on the training device, as the model draws them
         self.generator = torch.Generator(self.device).manual_seed(
             tc.seed + RANK_SEED_STRIDE * self.dist.rank)
 
-        from mmar.data import build_dataset, collate
+        from mmar.data import build_dataset
 
         self.dataset = build_dataset(run_cfg.data, "train")
+        source = self.resume_from or init_from
+        self.processor = self._build_processor(source)
         self.stream = isinstance(self.dataset, torch.utils.data.IterableDataset)
+        self.data_position: ResumableBatchSampler | ShardedBatchSampler | StreamPosition
         if self.stream:  # the shards are split over the ranks (see mmar.data.webdataset)
-            self.sampler = StreamPosition(self._local_batch_size())
-            batching = {"batch_size": self.sampler.batch_size, "drop_last": True}
+            self.data_position = StreamPosition(self._local_batch_size())
+            batching: dict[str, Any] = {"batch_size": self.data_position.batch_size,
+                                        "drop_last": True}
         else:
-            self.sampler = ResumableBatchSampler(len(self.dataset), tc.batch_size,
-                                                 run_cfg.data.seed)
-            if self.dist.distributed:
-                self.sampler = ShardedBatchSampler(self.sampler, self.dist.rank,
-                                                   self.dist.world_size)
-            batching = {"batch_sampler": self.sampler}
+            position = ResumableBatchSampler(len(self.dataset), tc.batch_size, run_cfg.data.seed)
+            self.data_position = position if not self.dist.distributed else \
+                ShardedBatchSampler(position, self.dist.rank, self.dist.world_size)
+            batching = {"batch_sampler": self.data_position}
+        self.collator = TrainingCollator(self.processor, tc.kinds.to_dict(), tc.seed)
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, collate_fn=collate, num_workers=run_cfg.data.num_workers,
+            self.dataset, collate_fn=self.collator, num_workers=run_cfg.data.num_workers,
             # its own generator: making a loader iterator draws a worker seed, which must not
             # come from (and shift) torch's global RNG when a resumed run re-makes it mid-epoch
             generator=torch.Generator().manual_seed(run_cfg.data.seed), **batching)
-        self.model = (model or self._build_model(self.resume_from or init_from)).to(self.device)
+        self.model = (model or self._build_model(source)).to(self.device)
+        self.processor.to(self.device)  # the image tokenizer encodes on the training device
         if init_from is not None:
             self.model.load_weights(init_from, use_ema=tc.init_weights == "ema")
         if self.resume_from is not None:  # full tensors, before any sharding
@@ -150,7 +158,7 @@ class Trainer:
         # self.model keeps MMAR's methods and parameter names; the step calls self.train_model
         self.train_model = parallelize(self.model, run_cfg.parallel, self.device)
         self.optimizer = build_optimizer(self.model, run_cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, run_cfg.optim, tc.steps)
+        self.lr_scheduler = build_lr_scheduler(self.optimizer, run_cfg.optim, tc.steps)
         self.ema = EMA(self.model, run_cfg.optim.ema_decay)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self.step, self.skipped, self.nan_skipped, self.samples = 0, 0, 0, 0
@@ -192,29 +200,32 @@ class Trainer:
             print(f"--resume: resuming from {latest} instead", file=sys.stderr)
         return latest
 
-    def _build_model(self, source: Path | str | None) -> torch.nn.Module:
-        """A fresh MMAR; its text tokenizer and LLM config are those saved in ``source`` (resume /
-        init_from), else built from the config and the training captions ("words" needs them)."""
+    def _build_processor(self, source: Path | str | None) -> MMARProcessor:
+        """The processor of this run: the text tokenizer (and the VAE weights) saved in
+        ``source`` (resume / init_from), else built from the config and the training captions
+        (the "words" vocabulary needs them)."""
+        if source is not None and (Path(source) / "tokenizer").is_dir():
+            return MMARProcessor.from_pretrained(source, config=self.cfg.model)
+        from mmar.data import corpus
+
+        return MMARProcessor.from_config(self.cfg.model, corpus(self.cfg.data))
+
+    def _build_model(self, source: Path | str | None) -> MMARModel:
+        """A fresh network for the processor; the LLM config saved in ``source`` (resume /
+        init_from) when there is one, so the original LLM weights need not be read again."""
         from transformers import AutoConfig
 
-        from mmar.data import corpus
-        from mmar.model.mmar import BACKBONE_DIR, MMAR
-        from mmar.tokenizers import build_text_tokenizer
-        from mmar.tokenizers.text import build_pretrained_tokenizer
+        from mmar.model.mmar import BACKBONE_DIR
 
-        source = Path(source) if source is not None else None
-        if source is not None and (source / "tokenizer").is_dir():
-            tok = build_pretrained_tokenizer(source / "tokenizer")
-        else:
-            tok = build_text_tokenizer(self.cfg.model.text_tokenizer, corpus(self.cfg.data))
-        backbone_config = None  # the saved LLM config: no need to read the original weights
-        if source is not None and (source / BACKBONE_DIR).is_dir():
-            backbone_config = AutoConfig.from_pretrained(str(source / BACKBONE_DIR))
-        return MMAR(self.cfg.model, text_tokenizer=tok, backbone_config=backbone_config)
+        backbone_config = None
+        if source is not None and (Path(source) / BACKBONE_DIR).is_dir():
+            backbone_config = AutoConfig.from_pretrained(str(Path(source) / BACKBONE_DIR))
+        return MMARModel(self.cfg.model, self.processor.vocab_size, self.processor.special,
+                         backbone_config=backbone_config)
 
     def _load_checkpoint(self, path: Path) -> None:
         """The trainer state of ``path`` (its weights were loaded before parallelize)."""
-        info = ckpt.load_trainer_state(path / ckpt.STATE_DIR, self.optimizer, self.scheduler,
+        info = ckpt.load_trainer_state(path / ckpt.STATE_DIR, self.optimizer, self.lr_scheduler,
                                        self.ema, self.generator, model=self.model,
                                        rank=self.dist.rank)
         diff = _config_diff(info["run_config"], self.cfg.to_dict())
@@ -222,37 +233,41 @@ class Trainer:
             raise ConfigError(
                 f"--resume: {path} was trained with another config ({'; '.join(diff[:6])}); "
                 "resume with the run's own config (OUT/config.yaml) or start a new --out")
-        self.sampler.load_state_dict(info["data"])
+        self.data_position.load_state_dict(info["data"])
         # train.steps may have changed: the next update's lr comes from this run's schedule
-        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
-                                       self.scheduler.lr_lambdas):
-            group["lr"] = base * factor(self.scheduler.last_epoch)
+        sched = self.lr_scheduler
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
+                                       sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
         self.step, self.skipped = info["step"], info["skipped"]
         self.nan_skipped, self.samples = info["nan_skipped"], info["samples"]
         if self.dist.is_main:
             self.metrics.truncate_after(self.step)
 
     # --- one step -----------------------------------------------------------------------------
-    def _batches(self):
-        """Endless micro-batches; the loader is re-made per epoch so dataset.set_epoch reaches
-        its workers. A stream replays its epoch up to the saved offset on resume."""
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Endless micro-batches; the loader is re-made per epoch so that the epoch set on the
+        dataset and the collator reaches its workers. A stream replays its epoch up to the saved
+        offset on resume."""
+        pos = self.data_position
         while True:
             if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(self.sampler.epoch)
-            skip = self.sampler.offset // self.sampler.batch_size if self.stream else 0
+                self.dataset.set_epoch(pos.epoch)
+            self.collator.set_epoch(pos.epoch)
+            skip = pos.offset // pos.batch_size if isinstance(pos, StreamPosition) else 0
             n = 0
             for n, batch in enumerate(self.loader, 1):
                 if n > skip:
-                    self.sampler.advance()
+                    pos.advance()
                     yield batch
-            if self.stream:
+            if isinstance(pos, StreamPosition):
                 if n <= skip:
                     raise RuntimeError(f"the training stream {self.cfg.data.path} gave no "
-                                       f"batch of {self.sampler.batch_size} in epoch "
-                                       f"{self.sampler.epoch}; lower train.batch_size")
-                self.sampler.next_epoch()
+                                       f"batch of {pos.batch_size} in epoch {pos.epoch}; lower "
+                                       "train.batch_size")
+                pos.next_epoch()
 
-    def _train_step(self, batches) -> dict:
+    def _train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         tc = self.cfg.train
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
                                   enabled=tc.precision == "bf16")
@@ -263,21 +278,19 @@ class Trainer:
         for _ in range(tc.grad_accum):
             batch = next(batches)
             step_skipped += int(batch["skipped"])
-            n = len(batch["texts"])
-            if n == 0:  # every image of the batch was unreadable
+            if batch["inputs"] is None:  # every image of the micro-batch was unreadable
                 if self.dist.distributed:  # the other ranks wait in this step's collectives
                     raise RuntimeError(f"rank {self.dist.rank}: every image of a micro-batch was "
                                        "unreadable; fix or remove the damaged files")
                 continue
-            kinds = draw_kinds(n, self.cfg.train.kinds.to_dict(), self.generator)
-            images = batch.get("images")
-            latents = batch.get("latents")
+            inputs = batch["inputs"].to(self.device)
+            tokens = None  # (B_img, N, D), encoded in fp32 outside autocast
+            if inputs.images is not None or inputs.latents is not None:
+                tokens = self.processor.encode_images(inputs.images, inputs.latents,
+                                                      generator=self.generator)
             with autocast:
-                out = self.train_model(
-                    images=None if images is None else images.to(self.device),
-                    texts=batch["texts"], kinds=kinds, generator=self.generator,
-                    latents=None if latents is None else latents.to(self.device))
-            n_samples += n
+                out = self.train_model(inputs.batch, tokens, generator=self.generator)
+            n_samples += batch["n"]
             if self.dist.distributed:  # normalised by the global token counts of the batch
                 loss, logged = global_mean_loss(out, self.cfg.model.lambda_img,
                                                 self.dist.world_size, self.device)
@@ -306,18 +319,18 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.nan_skipped += 1
             finite = False
-        self.scheduler.step()
+        self.lr_scheduler.step()
         self.step += 1
         self.samples += n_samples
         return {**sums, "lr": lr, "grad_norm": grad_norm, "finite": finite, "samples": n_samples}
 
     # --- saving -----------------------------------------------------------------------------
-    def _state_info(self) -> dict:
-        return {"step": self.step, "data": self.sampler.state_dict(), "skipped": self.skipped,
+    def _state_info(self) -> dict[str, Any]:
+        return {"step": self.step, "data": self.data_position.state_dict(), "skipped": self.skipped,
                 "nan_skipped": self.nan_skipped, "samples": self.samples,
                 "run_config": self.cfg.to_dict()}
 
-    def _full_weights(self) -> tuple[dict, dict]:
+    def _full_weights(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(save_pretrained's extra arguments, full EMA tensors); collectives on every rank.
 
         FSDP: the weights gathered from the shards (on rank 0), else the model's own.
@@ -339,8 +352,9 @@ class Trainer:
         if self.dist.is_main:
             with ckpt.atomic_directory(final) as tmp:
                 self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
+                self.processor.save_pretrained(tmp)
                 ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
-                                        self.scheduler, self.ema, self.generator,
+                                        self.lr_scheduler, self.ema, self.generator,
                                         optimizer_state=optimizer_state, rng_states=rngs)
             ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
         barrier()  # no rank reads or resumes from a checkpoint still being written
@@ -351,11 +365,12 @@ class Trainer:
         if self.dist.is_main:
             with ckpt.atomic_directory(self.out / "final") as tmp:
                 self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
+                self.processor.save_pretrained(tmp)
         barrier()
         return self.out / "final"
 
     # --- the loop -----------------------------------------------------------------------------
-    def _run_callbacks(self, r: dict, saved: Path | None, bar) -> None:
+    def _run_callbacks(self, r: dict[str, Any], saved: Path | None, bar: Any) -> None:
         """Call every callback with this step's record; one that raises stops the run."""
         record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text", "loss_diff", "lr",
                   "grad_norm", "finite", "samples")},
@@ -367,7 +382,7 @@ class Trainer:
             bar.close()
             raise
 
-    def fit(self) -> dict:
+    def fit(self) -> dict[str, Any]:
         """Train to ``train.steps`` (or the time budget); returns a summary (also summary.json)."""
         tc = self.cfg.train
         main = self.dist.is_main  # only rank 0 writes files
@@ -422,6 +437,12 @@ class Trainer:
         bar.close()
         final = self.save_final()
         if self.dist.distributed:  # the group init_distributed joined; the run is over
+            # drop the DDP/FSDP wrapper first, on every rank at once: a DDP Reducer left to the
+            # garbage collector after destroy() holds the last reference to the gloo group, and
+            # its destructor joined the group's threads while the other rank had exited (a hang
+            # seen under load)
+            self.train_model = self.model
+            barrier()
             destroy()
         if not main:
             return {"out_dir": str(self.out), "final": str(final), "step": self.step,

@@ -1,4 +1,4 @@
-"""Resumable data order and the per-batch mixture of sample kinds.
+"""Resumable data order: which items each step trains on, and where a resumed run goes on.
 
 Data order: epoch ``e`` visits the dataset in ``randperm(n)`` drawn from a generator seeded with
 ``(seed, e)``, cut into batches of ``batch_size`` (the ragged tail of an epoch is dropped so every
@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-
-KINDS = ("t2i", "i2t", "img")  # P(I|T), P(T|I), P(I)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -91,13 +89,3 @@ class StreamPosition:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
-
-
-def draw_kinds(
-    batch_size: int, weights: dict[str, float], generator: torch.Generator
-) -> list[str]:
-    """The kind of each sample ("t2i", "i2t", "img"), i.i.d. with probabilities ~ ``weights``."""
-    names = [k for k in KINDS if weights.get(k, 0.0) > 0]
-    probs = torch.tensor([weights[k] for k in names], dtype=torch.float64, device=generator.device)
-    idx = torch.multinomial(probs, batch_size, replacement=True, generator=generator)
-    return [names[i] for i in idx.tolist()]

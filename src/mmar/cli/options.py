@@ -1,0 +1,120 @@
+"""The options several sub-commands share, defined once: one flag name and meaning per concept.
+
+    --model DIR, --device, --no-ema      which checkpoint, on which device, raw or EMA weights
+    --num-iter ... --batch-size          the fields of SamplingConfig; unset = the checkpoint's
+    --json FILE                          write the command's results as JSON ("-": stdout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmar.model.config import SamplingConfig
+    from mmar.pipelines.mmar import MMAR
+
+
+class CliError(Exception):
+    """A user error: ``mmar`` prints "mmar COMMAND: message" and exits with status 2."""
+
+
+# SamplingConfig field -> (flag, type, help); image: text-to-image, text: captioning
+_SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
+    "num_iter": ("--num-iter", int, "image", "masked-AR iterations K"),
+    "guidance_scale": ("--guidance-scale", float, "image",
+                       "classifier-free guidance scale w (1 = none), ramped with the revealed "
+                       "fraction"),
+    "scheduler": ("--scheduler", str, "image", "the diffusion head's noise scheduler: ddim | ddpm"),
+    "num_steps": ("--num-steps", int, "image", "diffusion steps per token"),
+    "eta": ("--eta", float, "image", "DDIM stochasticity in [0, 1] (0 = deterministic)"),
+    "temperature": ("--temperature", float, "image",
+                    "scales the noise the scheduler injects (DDPM, or DDIM with eta > 0); no "
+                    "effect with DDIM at eta 0"),
+    "max_new_tokens": ("--max-new-tokens", int, "text", "longest caption, in tokens"),
+    "text_temperature": ("--text-temperature", float, "text",
+                         "caption sampling temperature (0 = greedy)"),
+    "batch_size": ("--batch-size", int, "both", "prompts / images per forward pass (memory "
+                   "only: seeded results do not depend on it)"),
+}
+
+
+def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--model DIR, --device, --no-ema."""
+    p.add_argument("--model", required=required, metavar="DIR",
+                   help="checkpoint directory (mmar train's final/ or checkpoints/step_*, "
+                        "save_pretrained's, mmar quickstart's OUT)")
+    add_device_option(p)
+    p.add_argument("--no-ema", action="store_true",
+                   help="use the raw weights instead of the EMA weights")
+
+
+def add_device_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None,
+                   help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+
+
+def add_sampling_options(p: argparse.ArgumentParser, image: bool = True, text: bool = True) -> None:
+    """One flag per SamplingConfig field (of the tasks the command runs); unset flags keep the
+    checkpoint's recommended value."""
+    g = p.add_argument_group("sampling (default: the checkpoint's recommended SamplingConfig)")
+    for field, (flag, tp, task, help_) in _SAMPLING_FLAGS.items():
+        if task == "both" or (task == "image" and image) or (task == "text" and text):
+            kw: dict[str, Any] = {"choices": ["ddim", "ddpm"]} if field == "scheduler" else {}
+            g.add_argument(flag, dest=field, type=tp, default=None, help=help_, **kw)
+
+
+def sampling_from_args(base: SamplingConfig, args: argparse.Namespace) -> SamplingConfig:
+    """``base`` with the sampling flags the user gave, validated (ConfigError names the field)."""
+    from mmar.pipelines.base import sampling_config
+
+    given = {f: getattr(args, f) for f in _SAMPLING_FLAGS if getattr(args, f, None) is not None}
+    return sampling_config(base, **given)
+
+
+def add_json_option(p: argparse.ArgumentParser, what: str = "the results") -> None:
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help=f"also write {what} as JSON to FILE ('-' = stdout)")
+
+
+def human_output(args: argparse.Namespace) -> Any:
+    """Where a command prints its readable report: stdout, or stderr when ``--json -`` puts the
+    JSON on stdout (so that stdout stays parseable)."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
+def write_json(obj: Any, path: str | None) -> None:
+    """Write ``obj`` to ``path`` (``--json``'s value; "-" = stdout, None = nothing)."""
+    if path is None:
+        return
+    text = json.dumps(obj, indent=1)
+    if path == "-":
+        print(text)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def check_model_dir(path: str) -> Path:
+    d = Path(path)
+    if not (d / "config.json").is_file():
+        raise CliError(f"--model {path} is not a checkpoint directory (no config.json); e.g. "
+                       "--model runs/quickstart")
+    return d
+
+
+def load_model(args: argparse.Namespace) -> MMAR:
+    """The checkpoint of --model, on --device, EMA weights unless --no-ema."""
+    from mmar.pipelines.mmar import MMAR
+    from mmar.torch_utils import resolve_device
+
+    d = check_model_dir(args.model)
+    try:
+        device = resolve_device(args.device)
+        return MMAR.from_pretrained(d, device=device, use_ema=not args.no_ema)
+    except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
+        raise CliError(f"cannot load --model {args.model}: {e}") from None

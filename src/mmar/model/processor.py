@@ -1,0 +1,268 @@
+"""MMARProcessor: strings and images in, the tensors ``MMARModel`` takes out, and back again.
+
+    processor = MMARProcessor.from_pretrained("runs/quickstart")       # or MMARProcessor(...)
+    inputs = processor(texts, kinds, images=x)      # ModelInputs: a PackedBatch + the images
+    tokens = processor.encode_images(inputs.images) # (B, N, D): image tokenizer, then patchify
+    pil = processor.postprocess(processor.decode_tokens(tokens))
+
+It owns the text tokenizer, the image tokenizer (pixels, or a frozen VAE), sequence packing,
+classifier-free-guidance prompt dropout and the PIL <-> tensor conversions, so that the model
+never sees a string. Everything but ``encode_images`` / ``decode_tokens`` is CPU work on short
+lists: the training collator calls it in DataLoader workers. ``encode_images`` and
+``decode_tokens`` run where the image tokenizer is (``processor.to(device)``).
+
+A checkpoint directory holds the processor's part (``tokenizer/``, and
+``image_tokenizer.safetensors`` when the image tokenizer has weights, so the VAE a model was
+trained with travels with it) beside the model's (config.json, model.safetensors, backbone/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from mmar.data.images import pil_to_tensor, tensor_to_pil
+from mmar.model.config import MMARConfig
+from mmar.model.sequence import LAYOUTS, PackedBatch, pack_sequences
+from mmar.tokenizers import build_image_tokenizer, build_text_tokenizer, patchify, unpatchify
+from mmar.tokenizers.base import ImageTokenizer
+from mmar.tokenizers.special import SpecialTokenIds
+from mmar.torch_utils import read_safetensors
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+CONFIG_FILE = "config.json"
+TOKENIZER_DIR = "tokenizer"
+IMAGE_TOKENIZER_FILE = "image_tokenizer.safetensors"
+
+ImagesLike = Image.Image | Sequence[Image.Image] | torch.Tensor
+
+
+@dataclass
+class ModelInputs:
+    """One training batch as the model consumes it (built in the data pipeline).
+
+    batch: the packed sequences. images (B_img, C_img, H, W) in [-1, 1] or latents
+    (B_img, C, h, w) from a latent cache: one row per sample that has an image, in batch order
+    (``processor.encode_images`` turns either into tokens on the training device).
+    """
+
+    batch: PackedBatch
+    images: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def to(self, device: torch.device | str) -> ModelInputs:
+        return ModelInputs(self.batch.to(device),
+                           None if self.images is None else self.images.to(device),
+                           None if self.latents is None else self.latents.to(device))
+
+
+class MMARProcessor:
+    """Text tokenizer + image tokenizer + packing, for one model config.
+
+    text_tokenizer: a ``PreTrainedTokenizerFast``; ``<boi>``/``<eoi>`` are added if missing.
+    image_tokenizer: an ``ImageTokenizer`` (frozen: it is never trained).
+    config: the model's config (image geometry, max_text_len, prompt_ce_weight, prompt_dropout).
+    """
+
+    def __init__(self, text_tokenizer: PreTrainedTokenizerFast, image_tokenizer: ImageTokenizer,
+                 config: MMARConfig):
+        from mmar.tokenizers.text import add_image_tokens
+
+        self.tokenizer = text_tokenizer
+        self.special: SpecialTokenIds = add_image_tokens(text_tokenizer)  # idempotent
+        self.image_tokenizer = image_tokenizer.eval().requires_grad_(False)
+        self.config = config
+        self.geometry = config.image_tokenizer.geometry()
+
+    # --- construction and persistence ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: MMARConfig, corpus: list[str] | None = None) -> MMARProcessor:
+        """Build both tokenizers from the config ("words" builds its vocabulary from corpus)."""
+        config.validate()
+        return cls(build_text_tokenizer(config.text_tokenizer, corpus),
+                   build_image_tokenizer(config.image_tokenizer), config)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path,
+                        config: MMARConfig | None = None) -> MMARProcessor:
+        """The processor saved in a checkpoint directory (reads config.json, tokenizer/ and,
+        when present, image_tokenizer.safetensors).
+
+        config: use this model config instead of the directory's (a stage-2 run starting from
+        stage 1's checkpoint); its image tokenizer must fit the stored weights.
+        """
+        from mmar.tokenizers.text import build_pretrained_tokenizer
+
+        d = Path(directory)
+        needed = (d / TOKENIZER_DIR,) if config is not None else (d / CONFIG_FILE, d / TOKENIZER_DIR)
+        for f in needed:
+            if not f.exists():
+                raise FileNotFoundError(f"MMARProcessor.from_pretrained: {f} not found; expected a "
+                                        "checkpoint directory (config.json, tokenizer/, ...), e.g. "
+                                        "runs/quickstart")
+        config = config if config is not None else MMARConfig.from_json(d / CONFIG_FILE)
+        weights = d / IMAGE_TOKENIZER_FILE
+        tok_cfg = config.image_tokenizer
+        if weights.is_file() and tok_cfg.kind == "kl16":
+            # the stored weights are the ones trained with: no need for the original kl16.ckpt
+            with torch.device("meta"):
+                image_tokenizer = build_image_tokenizer(tok_cfg.replace(path=None))
+        else:
+            image_tokenizer = build_image_tokenizer(tok_cfg)
+        if weights.is_file():
+            state = read_safetensors(weights)
+            try:
+                image_tokenizer.load_state_dict(state, strict=True, assign=True)
+            except RuntimeError as e:
+                raise RuntimeError(f"{weights} does not fit the image tokenizer of {d / CONFIG_FILE}"
+                                   f" ({tok_cfg.kind}): {e}") from None
+        return cls(build_pretrained_tokenizer(d / TOKENIZER_DIR), image_tokenizer, config)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write tokenizer/ and (if it has any tensors) image_tokenizer.safetensors."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(d / TOKENIZER_DIR))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.image_tokenizer.state_dict().items()}
+        if state:
+            save_file(state, str(d / IMAGE_TOKENIZER_FILE), metadata={"format": "pt"})
+
+    def to(self, device: torch.device | str) -> MMARProcessor:
+        """Move the image tokenizer (the only part with tensors) to ``device``."""
+        self.image_tokenizer.to(device)
+        return self
+
+    # --- sizes ----------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Tokens of the text vocabulary, <boi>/<eoi> included: the LLM embedding's minimum size."""
+        return len(self.tokenizer)
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.geometry.num_tokens
+
+    # --- text -----------------------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids without specials, truncated to ``config.max_text_len``."""
+        if isinstance(texts, str):
+            raise TypeError(f"encode_texts: expected a list of strings, got the string {texts!r}")
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [x[: self.config.max_text_len] for x in ids]
+
+    def decode_ids(self, ids: torch.Tensor) -> list[str]:
+        """Generated ids (B, T) -> one string per row, cut at the first eos."""
+        eos, texts = self.special.eos, []
+        for row in ids.tolist():
+            row = row[: row.index(eos)] if eos in row else row
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+    def pack(self, texts: Sequence[str], kinds: Sequence[str], padding_side: str = "right",
+             drop_prompt: Sequence[bool] | None = None) -> PackedBatch:
+        """Tokenize and pack samples of the given kinds (see ``mmar.model.sequence``) on the CPU.
+
+        drop_prompt: per sample, True replaces a t2i prompt by the empty prompt (CFG dropout).
+        """
+        texts, kinds = list(texts), list(kinds)
+        unknown = sorted(set(kinds) - set(LAYOUTS))
+        if len(texts) != len(kinds) or not kinds or unknown:
+            raise ValueError(f"MMARProcessor.pack: need one text per sample and kinds in "
+                             f"{list(LAYOUTS)}; got {len(texts)} texts, kinds {kinds[:8]}")
+        if drop_prompt is not None:
+            texts = ["" if d and k == "t2i" else t for t, k, d in zip(texts, kinds, drop_prompt)]
+        return pack_sequences(self.encode_texts(texts), kinds, self.num_image_tokens, self.special,
+                              self.config.prompt_ce_weight, padding_side)
+
+    def draw_prompt_dropout(self, kinds: Sequence[str],
+                            generators: Sequence[torch.Generator]) -> list[bool]:
+        """CFG prompt dropout: sample i's t2i prompt is dropped with probability
+        ``config.prompt_dropout``, drawn from its own generator (one draw per sample)."""
+        p = self.config.prompt_dropout
+        return [bool(torch.rand((), generator=g) < p) and k == "t2i"
+                for k, g in zip(kinds, generators, strict=True)]
+
+    def __call__(self, texts: Sequence[str], kinds: Sequence[str],
+                 images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                 generators: Sequence[torch.Generator] | None = None) -> ModelInputs:
+        """A training batch: packed sequences plus the image rows of the samples that have one.
+
+        images (B, C_img, H, W) / latents (B, C, h, w): one row per sample (rows of "text"
+        samples are dropped). generators: one per sample, for the CFG prompt dropout; None = no
+        dropout (evaluation).
+        """
+        drop = None if generators is None else self.draw_prompt_dropout(kinds, generators)
+        batch = self.pack(texts, kinds, drop_prompt=drop)
+        rows = batch.has_image
+        if bool(rows.any()):
+            pixels = images if latents is None else latents
+            if pixels is None or pixels.shape[0] != len(kinds):
+                got = None if pixels is None else pixels.shape[0]
+                raise ValueError(f"MMARProcessor: {len(kinds)} samples need one image (or latent)"
+                                 f" row each, got {got}")
+            if not bool(rows.all()):
+                pixels = pixels[rows]
+            if latents is None:
+                self.image_tokenizer.check_images(pixels)
+                return ModelInputs(batch, images=pixels)
+            return ModelInputs(batch, latents=pixels)
+        return ModelInputs(batch)
+
+    # --- images ---------------------------------------------------------------------------------
+    def preprocess(self, images: ImagesLike) -> torch.Tensor:
+        """PIL images (converted to the tokenizer's channels and resized to its square size) or
+        a tensor (B, C_img, H, W) in [-1, 1] of exactly the tokenizer's shape -> that tensor."""
+        tok = self.image_tokenizer
+        if isinstance(images, Image.Image):
+            images = [images]
+        if isinstance(images, torch.Tensor):
+            tok.check_images(images)  # ValueError naming the expected vs the given shape
+            return images.float()
+        images = list(images)
+        if not images or not all(isinstance(im, Image.Image) for im in images):
+            raise ValueError(f"expected a non-empty list of PIL images or a tensor (B, "
+                             f"{tok.image_channels}, {tok.image_size}, {tok.image_size}) in [-1, 1]")
+        return pil_to_tensor(images, tok.image_channels, tok.image_size)
+
+    @staticmethod
+    def postprocess(images: torch.Tensor) -> list[Image.Image]:
+        """(B, C_img, H, W) in [-1, 1] -> PIL images ("L" or "RGB")."""
+        return tensor_to_pil(images)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """images (B, C_img, H, W) in [-1, 1] or cached latents (B, C, h, w) -> tokens (B, N, D)
+        float32. generator: the posterior draw of a VAE with posterior "sample"."""
+        if latents is None:
+            if images is None:
+                raise ValueError("encode_images: give images (B, C, H, W) or latents (B, C, h, w)")
+            latents = self.image_tokenizer.encode(images, generator=generator)
+        else:
+            self.image_tokenizer.check_latents(latents)
+        return patchify(latents.float(), self.geometry.patch_size)                  # (B, N, D)
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, D) -> images (B, C_img, H, W) in [-1, 1]."""
+        h = self.geometry.latent_size
+        return self.image_tokenizer.decode(unpatchify(tokens.float(), self.geometry.patch_size, h, h))
+
+    def __repr__(self) -> str:
+        image = f"{type(self.image_tokenizer).__name__}({self.image_tokenizer.extra_repr()})"
+        return (f"MMARProcessor(text={type(self.tokenizer).__name__}({self.vocab_size} tokens), "
+                f"image={image}, tokens={self.num_image_tokens} x {self.geometry.token_dim})")
+

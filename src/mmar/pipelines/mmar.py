@@ -1,0 +1,119 @@
+"""MMAR: the one object a user loads: the network, its processor and the pipelines as methods.
+
+    model = mmar.MMAR.from_pretrained("runs/quickstart")       # config.json, model.safetensors, ...
+    images = model.generate_images(["a handwritten digit seven"], guidance_scale=3.0, seed=0)
+    captions = model.caption(images)
+    model.save_pretrained("out/")
+
+Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
+pass ``sampling=SamplingConfig(...)`` or single fields (``num_steps=25``) to change them.
+The parts stay reachable: ``model.model`` (the ``MMARModel`` nn.Module), ``model.processor``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from mmar.model.config import MMARConfig, SamplingConfig
+from mmar.model.mmar import MMARModel
+from mmar.model.processor import ImagesLike, MMARProcessor
+from mmar.pipelines.base import Seed, sampling_config
+from mmar.pipelines.captioning import CaptionPipeline
+from mmar.pipelines.text_to_image import TextToImagePipeline
+from mmar.torch_utils import eval_mode
+
+
+class MMAR:
+    """An ``MMARModel`` with its ``MMARProcessor``: generation, captioning, save and load."""
+
+    def __init__(self, model: MMARModel, processor: MMARProcessor):
+        self.model, self.processor = model, processor
+        self.text_to_image = TextToImagePipeline(model, processor)
+        self.captioner = CaptionPipeline(model, processor)
+
+    # --- construction and persistence ---------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
+                        use_ema: bool = True) -> MMAR:
+        """Load a checkpoint directory (``save_pretrained``'s, a run's ``final/``, or a
+        ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``."""
+        processor = MMARProcessor.from_pretrained(directory)
+        model = MMARModel.from_pretrained(directory, use_ema=use_ema, special=processor.special)
+        out = cls(model, processor)
+        return out.to(device) if device is not None else out
+
+    @classmethod
+    def from_config(cls, config: MMARConfig, corpus: list[str] | None = None) -> MMAR:
+        """A randomly initialised model (the "words" text tokenizer is built from ``corpus``)."""
+        processor = MMARProcessor.from_config(config, corpus)
+        return cls(MMARModel(config, processor.vocab_size, processor.special), processor)
+
+    def save_pretrained(self, directory: str | Path, ema_state_dict: dict[str, torch.Tensor] | None
+                        = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write config.json, model.safetensors (+ EMA), backbone/ and the processor's tokenizer/
+        (and image_tokenizer.safetensors); see ``MMARModel.save_pretrained``."""
+        self.model.save_pretrained(directory, ema_state_dict=ema_state_dict, state_dict=state_dict)
+        self.processor.save_pretrained(directory)
+
+    def to(self, device: torch.device | str) -> MMAR:
+        self.model.to(device)
+        self.processor.to(device)
+        return self
+
+    # --- accessors ------------------------------------------------------------------------------
+    @property
+    def config(self) -> MMARConfig:
+        return self.model.config
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        """The sampling settings this checkpoint recommends (saved with it)."""
+        return self.model.config.sampling
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # --- the pipelines ----------------------------------------------------------------------
+    def generate_images(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
+                        seed: Seed = 0, use_cache: bool = True,
+                        **overrides: Any) -> list[Image.Image]:
+        """Text to image, one PIL image per prompt ("" = unconditional); see
+        ``TextToImagePipeline``. overrides: ``SamplingConfig`` fields, e.g. ``num_iter=16,
+        guidance_scale=3.0, num_steps=50, scheduler="ddpm", temperature=0.8, batch_size=32``.
+        seed: prompt i uses seed + i, so an image does not depend on the rest of the batch."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.text_to_image(prompts, s, seed, use_cache)
+
+    def generate_tokens(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
+                        seed: Seed = 0, use_cache: bool = True, **overrides: Any) -> torch.Tensor:
+        """Image tokens (B, N, D) instead of images; arguments as ``generate_images``."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.text_to_image.generate_tokens(prompts, s, seed, use_cache)
+
+    def caption(self, images: ImagesLike, sampling: SamplingConfig | None = None, seed: Seed = 0,
+                **overrides: Any) -> list[str]:
+        """Image to text, one caption per image (greedy unless ``text_temperature`` > 0); see
+        ``CaptionPipeline``. overrides: ``SamplingConfig`` fields, e.g. ``max_new_tokens=32``."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.captioner(images, s, seed)
+
+    @torch.no_grad()
+    def text_nll(self, images: ImagesLike, texts: Sequence[str]) -> tuple[float, int]:
+        """Sum of -log p(text, eos | image) in nats over the pairs, and the number of tokens
+        (one [img][text] sequence per pair, nothing masked; in eval mode)."""
+        batch = self.processor.pack(texts, ["i2t"] * len(texts)).to(self.device)
+        tokens = self.processor.encode_images(self.processor.preprocess(images).to(self.device))
+        with eval_mode(self.model):
+            hidden = self.model.hidden_states(batch, tokens)
+        ce, w = self.model.text_ce(hidden, batch)                                   # (T,) x 2
+        return float((ce * w).sum()), int((w > 0).sum())
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        return f"MMAR({n / 1e6:.2f}M parameters, {self.processor!r}, sampling={self.sampling})"
