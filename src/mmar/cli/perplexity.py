@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         directory, file = (args.gguf_dir, args.gguf_file) if args.gguf_dir else shipped_gguf()
         tokenizer = build_gguf_tokenizer(directory, file)
         lm = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file, dtype=torch.float32)
-        lm = lm.to(resolve_device(args.device))
+        torch.nn.Module.to(lm, resolve_device(args.device))
         source = f"{directory}/{file}"
     report = {**text_perplexity(lm, tokenizer), "source": source}
     print(f"{source}: perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f}"

@@ -87,7 +87,7 @@ def sample_grid(model: MMAR, out_png: Path, per_row: int, seed: int) -> list[str
     grid = Image.new(images[0].mode, (w * per_row, h * 10))
     for i, img in enumerate(images):
         grid.paste(img, ((i % per_row) * w, (i // per_row) * h))
-    grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST).save(out_png)
+    grid.resize((grid.width * 2, grid.height * 2), Image.Resampling.NEAREST).save(out_png)
     return prompts[::per_row]
 
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     steps1 = max(1, round(total * STAGE_SHARE))
     steps2 = max(1, total - steps1)
 
-    def stage_cfg(cfg, steps):
+    def stage_cfg(cfg: RunConfig, steps: int) -> RunConfig:
         warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
         return cfg.replace(train=cfg.train.replace(steps=steps),
                            optim=cfg.optim.replace(warmup_steps=warm))

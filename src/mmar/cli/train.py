@@ -19,7 +19,7 @@ examples:
 """
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train", help="train or resume an MMAR model from a YAML run config",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -11,9 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mmar.cli.options import add_device_option, add_json_option, human_output, write_json
 from mmar.data.folder import load_image
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmar.tokenizers.base import ImageTokenizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -62,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _folder_images(folder: Path, num: int, size: int, generator) -> list:
+def _folder_images(folder: Path, num: int, size: int,
+                   generator: torch.Generator) -> list[torch.Tensor]:
     import torch
 
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -72,7 +79,8 @@ def _folder_images(folder: Path, num: int, size: int, generator) -> list:
     return [load_image(files[i], channels=3, size=size) for i in pick.tolist()]
 
 
-def _builtin_images(name: str, num: int, size: int, generator) -> list:
+def _builtin_images(name: str, num: int, size: int,
+                    generator: torch.Generator) -> list[torch.Tensor]:
     import torch
 
     try:  # the data package is optional here: folders work without it
@@ -83,13 +91,15 @@ def _builtin_images(name: str, num: int, size: int, generator) -> list:
             f"({e}); give a folder of images"
         ) from None
     # the data pipeline resizes and converts grey to RGB, as the VAE needs
-    dataset = build_dataset(DataConfig(name=name, image_size=size, channels=3), "train")
+    dataset = build_dataset(DataConfig.from_dict({"name": name, "image_size": size,
+                                                  "channels": 3}), "train")
     pick = torch.randperm(len(dataset), generator=generator)[:num].sort().values
     items = (dataset[i] for i in pick.tolist())
     return [item["image"].float() for item in items if item is not None]  # (3, S, S) each
 
 
-def estimate_scale(tokenizer, images: list, batch_size: int, generator) -> dict:
+def estimate_scale(tokenizer: ImageTokenizer, images: list[torch.Tensor], batch_size: int,
+                   generator: torch.Generator) -> dict[str, Any]:
     """Encode images (scale 1.0) and return mean, std, scale = 1/std of all latent elements."""
     import torch
 

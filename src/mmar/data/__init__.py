@@ -13,6 +13,8 @@ gives the caption strings a word-level text tokenizer is built from before train
 
 from __future__ import annotations
 
+from typing import Any
+
 from mmar.data.captions import DIGIT_TEMPLATES, digit_caption, parse_digit
 from mmar.data.collate import collate
 from mmar.data.config import DataConfig
@@ -42,7 +44,8 @@ __all__ = [
 ]
 
 
-def build_dataset(cfg: DataConfig, split: str = "train", *, rank=None, world_size=None):
+def build_dataset(cfg: DataConfig, split: str = "train", *, rank: int | None = None,
+                  world_size: int | None = None) -> Any:
     """The dataset ``cfg`` names, for split "train" or "test".
 
     rank / world_size: webdataset only, to shard by hand (default: torch.distributed's);
@@ -77,7 +80,7 @@ def build_dataset(cfg: DataConfig, split: str = "train", *, rank=None, world_siz
         return webdataset_dataset(cfg, split, rank=rank, world_size=world_size)
     from mmar.data.latents import LatentDataset
 
-    return LatentDataset(cfg.path, split, flip=cfg.latent_flip, seed=cfg.seed)
+    return LatentDataset(cfg.require_path(), split, flip=cfg.latent_flip, seed=cfg.seed)
 
 
 def corpus(cfg: DataConfig) -> list[str]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 
-def collate(items: list[dict | None]) -> dict:
+def collate(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Stack the readable items; count the rest.
 
     items: [{"image": (C, H, W)} or {"latents": (C, h, w)}, with "text": str, "label": int] | None

@@ -114,6 +114,13 @@ class DataConfig(Config):
                 f"shapes need image_size >= 16 to tell the shapes apart, got {self.image_size}",
             )
 
+    def require_path(self) -> str:
+        """``path``, which ``validate`` guarantees for the datasets that read user files."""
+        if self.path is None:
+            raise ValueError(f"DataConfig.path: dataset '{self.name}' needs one, e.g. "
+                             f"{NEEDS_PATH.get(self.name, 'path: data/')}")
+        return self.path
+
     @property
     def image_channels(self) -> int:
         """The channel count items will have (resolving 0 to the dataset's natural count)."""

@@ -32,8 +32,8 @@ _HASH_BUCKETS = 10_000
 
 def load_image(source: str | Path | io.BytesIO, channels: int, size: int) -> torch.Tensor:
     """An image file -> (channels, size, size) in [-1, 1]; raises one of UNREADABLE if bad."""
-    with Image.open(source) as im:
-        im = ImageOps.exif_transpose(im).convert("L" if channels == 1 else "RGB")
+    with Image.open(source) as f:
+        im = ImageOps.exif_transpose(f).convert("L" if channels == 1 else "RGB")
     im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)  # center crop + resize
     x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W) or (H, W, 3)
     x = x[None] if channels == 1 else x.permute(2, 0, 1)  # (C, H, W)
@@ -89,9 +89,10 @@ class _UserImages(torch.utils.data.Dataset):
 
 def _pick_split(cfg: DataConfig, split: str) -> tuple[Path, float | None]:
     """(root to read, hash-split fraction or None for "take every file")."""
+    path = cfg.require_path()
     if cfg.test_path is not None:
-        return Path(cfg.test_path if split == "test" else cfg.path), None
-    return Path(cfg.path), cfg.test_fraction
+        return Path(cfg.test_path if split == "test" else path), None
+    return Path(path), cfg.test_fraction
 
 
 def _keep(rel: str, split: str, fraction: float | None) -> bool:

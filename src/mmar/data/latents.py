@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from mmar.data.collate import collate
 
+if TYPE_CHECKING:
+    from mmar.tokenizers.base import ImageTokenizer
+
 FORMAT = "mmar-latents"
 VERSION = 1
 
 
-def _write_shard(directory: Path, k: int, latents, flips, labels) -> str:
+def _write_shard(directory: Path, k: int, latents: list[torch.Tensor], flips: list[torch.Tensor],
+                 labels: list[torch.Tensor]) -> str:
     from safetensors.torch import save_file
 
     name = f"shard-{k:05d}.safetensors"
@@ -41,13 +46,13 @@ def _write_shard(directory: Path, k: int, latents, flips, labels) -> str:
 
 @torch.inference_mode()
 def write_latent_cache(
-    dataset,
-    tokenizer,
+    dataset: torch.utils.data.Dataset,
+    tokenizer: ImageTokenizer,
     out_dir: str | Path,
     split: str,
     *,
-    tokenizer_config: dict,
-    data_config: dict,
+    tokenizer_config: dict[str, Any],
+    data_config: dict[str, Any],
     batch_size: int = 64,
     flip: bool = True,
     shard_size: int = 10_000,
@@ -55,7 +60,7 @@ def write_latent_cache(
     device: str | torch.device = "cpu",
     generator: torch.Generator | None = None,
     progress: bool = False,
-) -> dict:
+) -> dict[str, Any]:
     """Encode every readable image of ``dataset`` (and its flip) into ``out_dir/split``.
 
     Returns the split's manifest entry; ``manifest.json`` is created or updated (another split
@@ -81,7 +86,9 @@ def write_latent_cache(
 
         loader = tqdm(loader, desc=f"encode {split}")
     tokenizer = tokenizer.to(device).eval()
-    shards, buf, count, skipped, shape = [], ([], [], []), 0, 0, None
+    shards: list[str] = []
+    buf: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = ([], [], [])
+    count, skipped, shape = 0, 0, None
     with open(split_dir / "captions.jsonl", "w", encoding="utf-8") as captions:
         for batch in loader:
             skipped += batch["skipped"]
@@ -171,7 +178,7 @@ class LatentDataset(torch.utils.data.Dataset):
         i, flipped = index % n, index >= n
         if self.flip == "random":
             flipped = bool(np.random.default_rng((self.seed, self.epoch, i)).integers(2))
-        latents = self.flipped[i] if flipped else self.latents[i]
+        latents = self.flipped[i] if flipped and self.flipped is not None else self.latents[i]
         return {"latents": latents, "text": self.texts[i], "label": int(self.labels[i]),
                 "key": index}
 

@@ -48,7 +48,7 @@ class ShapeSpec:
     shape: str
     position: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field, allowed in (("color", COLORS), ("shape", SHAPES), ("position", POSITIONS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(
@@ -132,7 +132,7 @@ def parse_shapes_caption(text: str) -> list[ShapeSpec] | None:
     return specs if len(set(positions)) == len(positions) else None
 
 
-def _to_uint8_hwc(image) -> np.ndarray:
+def _to_uint8_hwc(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     """PIL image, (H, W, 3) array in 0..255, or (3, H, W) tensor in [-1, 1] -> (H, W, 3) 0..255."""
     if isinstance(image, torch.Tensor):
         return ((image.detach().float().cpu().permute(1, 2, 0) + 1) * 127.5).numpy()
@@ -141,7 +141,8 @@ def _to_uint8_hwc(image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
 
 
-def check_shapes(image, min_pixels: int | None = None) -> list[ShapeSpec]:
+def check_shapes(image: Image.Image | np.ndarray | torch.Tensor,
+                 min_pixels: int | None = None) -> list[ShapeSpec]:
     """Read the objects of an image back from its pixels, in quadrant order.
 
     image: PIL RGB, (H, W, 3) array in 0..255, or (3, H, W) tensor in [-1, 1].

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 
-def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0):
+def timestep_embedding(t: torch.Tensor, dim: int = 256,
+                       max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding [cos(t w_k), sin(t w_k)], w_k = max_period^(-k/(dim/2)).
 
     t: (M,) -> (M, dim) float32. Written here rather than taken from diffusers, which the core
@@ -47,9 +48,13 @@ class TimestepEmbedder(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(frequency_dim, width), nn.SiLU(),
                                  nn.Linear(width, width))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         freq = timestep_embedding(t, self.frequency_dim)                              # (M, 256)
-        return self.mlp(freq.to(self.mlp[0].weight.dtype))                            # (M, W)
+        return self.mlp(freq.to(self.dtype))                                          # (M, W)
 
 
 class AdaLNBlock(nn.Module):
@@ -103,13 +108,17 @@ class DiffusionHead(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
-        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
-            nn.init.normal_(layer.weight, std=0.02)
-        zeroed = [b.modulation[-1] for b in self.blocks]
-        zeroed += [self.final_layer.modulation[-1], self.final_layer.linear]
-        for layer in zeroed:
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        for layer in self.time_embed.mlp:
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, std=0.02)
+        zeroed: list[nn.Module] = [block.modulation for block in self.blocks
+                                   if isinstance(block, AdaLNBlock)]
+        zeroed += [self.final_layer.modulation, self.final_layer.linear]
+        for module in zeroed:
+            for layer in module.modules():  # the Linear of each modulation / the output
+                if isinstance(layer, nn.Linear):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor) -> torch.Tensor:
         """x_t (M, D), t (M,) long or a python int / 0-d tensor shared by all rows, cond (M, C).
@@ -130,7 +139,8 @@ class DiffusionHead(nn.Module):
             h = block(h, y)                                                           # (M, W)
         return self.final_layer(h, y)                                                 # (M, D)
 
-    def _check_inputs(self, x_t, t, cond) -> None:
+    def _check_inputs(self, x_t: torch.Tensor, t: torch.Tensor | int,
+                      cond: torch.Tensor) -> None:
         if x_t.ndim != 2 or x_t.shape[1] != self.token_dim:
             raise ValueError(f"DiffusionHead: x_t must be (M, {self.token_dim}), "
                              f"got {tuple(x_t.shape)}")

@@ -25,7 +25,8 @@ def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
 
 
-def _coefficients(ab: torch.Tensor, like: torch.Tensor, dtype: torch.dtype):
+def _coefficients(ab: torch.Tensor, like: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(sqrt(ab), sqrt(1-ab)) computed in ab's precision, then cast to the working dtype on the
     data's device (a no-op when the schedule already lives there)."""
     return ab.sqrt().to(like.device, dtype), (1 - ab).sqrt().to(like.device, dtype)

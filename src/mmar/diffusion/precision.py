@@ -29,6 +29,9 @@ multiplies the output error by ~630 (docs/performance.md); for v the factor is b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from mmar.diffusion.parameterization import predict_x0_and_eps, q_sample, training_target
@@ -70,8 +73,9 @@ def ddim_amplification(schedule: NoiseSchedule, timesteps: list[int], kind: str,
     return d.abs()
 
 
-def precision_report(timesteps=TABLE_TIMESTEPS, samples: int = 65536, seed: int = 0,
-                     num_steps: int = 50, num_timesteps: int = 1000) -> dict:
+def precision_report(timesteps: Sequence[int] = TABLE_TIMESTEPS, samples: int = 65536,
+                     seed: int = 0, num_steps: int = 50,
+                     num_timesteps: int = 1000) -> dict[str, Any]:
     """``{"t", "rmse": {eps, v, x0}, "ddim_amplification": {eps, v}}`` as plain lists."""
     schedule = NoiseSchedule(num_timesteps)
     g = torch.Generator().manual_seed(seed)

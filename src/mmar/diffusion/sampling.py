@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from mmar.diffusion.head import DiffusionHead
 from mmar.diffusion.schedulers import NoiseScheduler
 
 
@@ -29,7 +30,7 @@ def noise_draws(scheduler: NoiseScheduler, num_steps: int, temperature: float) -
     return num_steps if scheduler.injects_noise(temperature) and num_steps > 1 else 1
 
 
-def sample_tokens(head: torch.nn.Module, cond: torch.Tensor, scheduler: NoiseScheduler,
+def sample_tokens(head: DiffusionHead, cond: torch.Tensor, scheduler: NoiseScheduler,
                   num_steps: int, uncond: torch.Tensor | None = None,
                   guidance_scale: float | torch.Tensor = 1.0, temperature: float = 1.0,
                   generator: torch.Generator | None = None,
@@ -73,10 +74,13 @@ def sample_tokens(head: torch.nn.Module, cond: torch.Tensor, scheduler: NoiseSch
             w = w.to(device, dtype)[:, None]                                           # (M, 1)
         cond = torch.cat([cond, uncond])                                               # (2M, C)
     scheduler.set_timesteps(num_steps, device=device)
+    timesteps = scheduler.timesteps
+    if timesteps is None:  # set_timesteps just set them; a scheduler that does not is broken
+        raise RuntimeError(f"{type(scheduler).__name__}.set_timesteps set no timesteps")
     x = noise[0] if noise is not None else torch.randn(shape, generator=generator, device=device,
                                                        dtype=dtype)                    # (M, D)
     # python ints: the head then embeds t once per step, and no step syncs with the device
-    for i, t in enumerate(scheduler.timesteps.tolist()):
+    for i, t in enumerate(timesteps.tolist()):
         if guided:
             out = head(torch.cat([x, x]), t, cond).to(dtype)                           # (2M, D)
             out_c, out_u = out.chunk(2)                                                # (M, D) x 2

@@ -61,7 +61,8 @@ class NoiseSchedule:
         """A copy whose tables live on ``device``."""
         return NoiseSchedule(self.num_timesteps, device)
 
-    def _gather(self, table: torch.Tensor, t: torch.Tensor | int, dtype: torch.dtype):
+    def _gather(self, table: torch.Tensor, t: torch.Tensor | int,
+                dtype: torch.dtype) -> torch.Tensor:
         if isinstance(t, int):
             if not 0 <= t < self.num_timesteps:
                 raise ValueError(f"NoiseSchedule: t={t} outside [0, {self.num_timesteps})")

@@ -45,7 +45,8 @@ def eval_data_config(model: MMAR, dataset: str | DataConfig) -> DataConfig:
     if isinstance(dataset, DataConfig):
         cfg = dataset.replace(image_size=tok.image_size, channels=tok.image_channels)
     else:
-        cfg = DataConfig(name=dataset, image_size=tok.image_size, channels=tok.image_channels)
+        cfg = DataConfig.from_dict({"name": dataset, "image_size": tok.image_size,
+                                    "channels": tok.image_channels})
     if cfg.name not in EVAL_DATASETS:
         raise ValueError(
             f"evaluate: no built-in metrics for dataset '{cfg.name}'; use one of {list(EVAL_DATASETS)}"
@@ -97,7 +98,7 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
         jcfg = JudgeConfig(dataset=data_cfg.name, image_size=data_cfg.image_size,
                            channels=data_cfg.image_channels, test_fraction=data_cfg.test_fraction)
 
-        def judge_split(split: str):
+        def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
             s = test if split == "test" else load_split(data_cfg, split)
             return s["images"], s["labels"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,8 @@ FID_WEIGHTS_URL = (
 )
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray,
+                     sigma2: np.ndarray) -> float:
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     mu: (D,), sigma: (D, D) symmetric PSD. Computed in float64 with a symmetric
@@ -47,7 +49,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(max(d2, 0.0))  # >= 0 in exact arithmetic; clip rounding noise
 
 
-def _batches(images_or_batches, batch_size: int) -> Iterable[torch.Tensor]:
+def _batches(images_or_batches: torch.Tensor | Iterable[torch.Tensor],
+             batch_size: int) -> Iterable[torch.Tensor]:
     if isinstance(images_or_batches, torch.Tensor):
         yield from images_or_batches.split(batch_size)
     else:
@@ -84,16 +87,17 @@ def feature_statistics(
 class _Conv(nn.Module):
     """conv (no bias) -> BatchNorm(eps 1e-3) -> ReLU, torchvision's BasicConv2d."""
 
-    def __init__(self, cin: int, cout: int, kernel_size, stride=1, padding=0):
+    def __init__(self, cin: int, cout: int, kernel_size: Any, stride: int = 1,
+                 padding: Any = 0):  # int or (h, w), as nn.Conv2d takes them
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=0.001)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
 
 
-def _tf_avg_pool(x):
+def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
     # TensorFlow's average pool ignores the zero padding in its mean.
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
@@ -108,7 +112,7 @@ class _InceptionA(nn.Module):
         self.branch3x3dbl_3 = _Conv(96, 96, 3, padding=1)
         self.branch_pool = _Conv(cin, pool_features, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b5 = self.branch5x5_2(self.branch5x5_1(x))
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_tf_avg_pool(x))], 1)
@@ -122,7 +126,7 @@ class _InceptionB(nn.Module):
         self.branch3x3dbl_2 = _Conv(64, 96, 3, padding=1)
         self.branch3x3dbl_3 = _Conv(96, 96, 3, stride=2)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
         return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, 3, stride=2)], 1)
 
@@ -130,7 +134,8 @@ class _InceptionB(nn.Module):
 class _InceptionC(nn.Module):
     def __init__(self, cin: int, c7: int):
         super().__init__()
-        h, v = dict(kernel_size=(1, 7), padding=(0, 3)), dict(kernel_size=(7, 1), padding=(3, 0))
+        h: dict[str, Any] = {"kernel_size": (1, 7), "padding": (0, 3)}
+        v: dict[str, Any] = {"kernel_size": (7, 1), "padding": (3, 0)}
         self.branch1x1 = _Conv(cin, 192, 1)
         self.branch7x7_1, self.branch7x7_2, self.branch7x7_3 = _Conv(cin, c7, 1), _Conv(c7, c7, **h), _Conv(c7, 192, **v)
         self.branch7x7dbl_1, self.branch7x7dbl_2 = _Conv(cin, c7, 1), _Conv(c7, c7, **v)
@@ -138,7 +143,7 @@ class _InceptionC(nn.Module):
         self.branch7x7dbl_5 = _Conv(c7, 192, **h)
         self.branch_pool = _Conv(cin, 192, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         d = x
         for i in range(1, 6):
@@ -155,7 +160,7 @@ class _InceptionD(nn.Module):
         self.branch7x7x3_3 = _Conv(192, 192, (7, 1), padding=(3, 0))
         self.branch7x7x3_4 = _Conv(192, 192, 3, stride=2)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b7 = x
         for i in range(1, 5):
             b7 = getattr(self, f"branch7x7x3_{i}")(b7)
@@ -168,7 +173,8 @@ class _InceptionE(nn.Module):
 
     def __init__(self, cin: int, max_pool: bool):
         super().__init__()
-        h, v = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
+        h: dict[str, Any] = {"kernel_size": (1, 3), "padding": (0, 1)}
+        v: dict[str, Any] = {"kernel_size": (3, 1), "padding": (1, 0)}
         self.max_pool = max_pool
         self.branch1x1 = _Conv(cin, 320, 1)
         self.branch3x3_1, self.branch3x3_2a, self.branch3x3_2b = _Conv(cin, 384, 1), _Conv(384, 384, **h), _Conv(384, 384, **v)
@@ -176,7 +182,7 @@ class _InceptionE(nn.Module):
         self.branch3x3dbl_3a, self.branch3x3dbl_3b = _Conv(384, 384, **h), _Conv(384, 384, **v)
         self.branch_pool = _Conv(cin, 192, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3_1(x)
         b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
         d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
@@ -197,7 +203,7 @@ class FIDInceptionV3(nn.Module):
     Parameter names are torchvision's / pytorch-fid's, so pytorch-fid's weight file loads as is.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.Conv2d_1a_3x3 = _Conv(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = _Conv(32, 32, 3)

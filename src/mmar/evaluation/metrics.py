@@ -13,10 +13,12 @@ both: text NLL of held-out captions given the image, nats per token.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mmar.data.captions import digit_caption, parse_digit
 from mmar.data.shapes import ShapeSpec, check_shapes, parse_shapes_caption
@@ -35,7 +37,8 @@ def digit_prompts(n_per_digit: int) -> tuple[list[str], list[int]]:
     return [p for p, _ in pairs], [d for _, d in pairs]
 
 
-def t2i_digit_accuracy(judge: Judge, images: torch.Tensor, labels) -> dict:
+def t2i_digit_accuracy(judge: Judge, images: torch.Tensor,
+                       labels: Sequence[int] | torch.Tensor) -> dict[str, Any]:
     """Share of generated images (B, C, H, W) whose judged digit is the prompted one.
 
     Returns {"accuracy": float, "per_digit": [accuracy of digit d or None if never prompted]}.
@@ -57,7 +60,7 @@ def classifier_fid(judge: Judge, images_a: torch.Tensor, images_b: torch.Tensor,
     return frechet_distance(mu_a, s_a, mu_b, s_b)
 
 
-def caption_digit_accuracy(captions: list[str], labels) -> float:
+def caption_digit_accuracy(captions: list[str], labels: Sequence[int] | torch.Tensor) -> float:
     """Share of captions that name exactly the right digit (``parse_digit``)."""
     if len(captions) != len(labels) or not captions:
         raise ValueError(f"caption_digit_accuracy: {len(captions)} captions for {len(labels)} labels")
@@ -82,7 +85,8 @@ def spec_agreement(found: list[ShapeSpec] | None, target: list[ShapeSpec]) -> di
     }
 
 
-def _mean_agreement(found_lists, target_lists) -> dict[str, float]:
+def _mean_agreement(found_lists: Sequence[list[ShapeSpec] | None],
+                    target_lists: Sequence[list[ShapeSpec]]) -> dict[str, float]:
     if len(found_lists) != len(target_lists) or not target_lists:
         raise ValueError(f"shapes metrics: {len(found_lists)} results for {len(target_lists)} targets")
     rows = [spec_agreement(f, t) for f, t in zip(found_lists, target_lists)]
@@ -96,7 +100,8 @@ def _target_specs(text: str) -> list[ShapeSpec]:
     return specs
 
 
-def shapes_t2i_accuracy(images, prompts: list[str]) -> dict[str, float]:
+def shapes_t2i_accuracy(images: Sequence[Image.Image | torch.Tensor],
+                        prompts: list[str]) -> dict[str, float]:
     """Attribute accuracy of generated shapes images (PIL or (3, H, W) in [-1, 1]), read back
     from pixels by ``check_shapes``, against the specs their prompts describe."""
     return _mean_agreement([check_shapes(im) for im in images], [_target_specs(p) for p in prompts])

@@ -14,9 +14,12 @@ of a run come from exactly the same tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
 
 from mmar.torch_utils import eval_mode
 
@@ -41,7 +44,8 @@ HELD_OUT_SENTENCES = (
 )
 
 
-def encode_sentences(tokenizer, sentences) -> list[list[int]]:
+def encode_sentences(tokenizer: PreTrainedTokenizerBase,
+                     sentences: Sequence[str]) -> list[list[int]]:
     """``[bos] text [eos]`` token ids per sentence (no bos where the vocabulary has none)."""
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
@@ -49,8 +53,9 @@ def encode_sentences(tokenizer, sentences) -> list[list[int]]:
 
 
 @torch.no_grad()
-def text_perplexity(lm: torch.nn.Module, tokenizer, sentences=HELD_OUT_SENTENCES,
-                    batch_size: int = 8) -> dict:
+def text_perplexity(lm: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                    sentences: Sequence[str] = HELD_OUT_SENTENCES,
+                    batch_size: int = 8) -> dict[str, Any]:
     """Perplexity of the causal LM ``lm`` (a transformers model, or MMAR's backbone) on
     ``sentences`` -> {"perplexity", "nll_per_token" (nats), "tokens", "sentences"}.
 

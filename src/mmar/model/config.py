@@ -7,7 +7,7 @@ of dim 4, a 2-layer Qwen2 of width 32, one ViT block, a one-block head.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from mmar.config import Config, check
 from mmar.diffusion.config import DiffusionConfig
@@ -224,7 +224,7 @@ class MMARConfig(Config):
                   f"{max(1024, longest)}")
 
 
-def tiny_config(**changes) -> MMARConfig:
+def tiny_config(**changes: Any) -> MMARConfig:
     """A tiny model for tests and smoke runs (8x8 grey pixels, 16 tokens of dim 4, width 32)."""
     cfg = MMARConfig(
         image_tokenizer=ImageTokenizerConfig(kind="pixels", image_size=8, image_channels=1,

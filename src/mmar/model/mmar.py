@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,8 @@ class MMARModel(nn.Module):
         self.geometry = config.image_tokenizer.geometry()
         self.backbone = build_backbone(config.backbone, vocab_size, backbone_config,
                                        new_token_ids=(special.boi, special.eoi))
-        width = self.backbone.get_input_embeddings().weight.shape[1]  # peft: no embedding_dim
+        embedding = cast(torch.Tensor, self.backbone.get_input_embeddings().weight)
+        width = embedding.shape[1]  # peft's wrapped embedding has no embedding_dim
         g, n, d = self.geometry.latent_size // self.geometry.patch_size, self.geometry.num_tokens, \
             self.geometry.token_dim
         self.vit = EmbeddingViT(d, config.vit, n, (g, g), width)

@@ -168,7 +168,7 @@ class MMARProcessor:
         eos, texts = self.special.eos, []
         for row in ids.tolist():
             row = row[: row.index(eos)] if eos in row else row
-            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+            texts.append(str(self.tokenizer.decode(row, skip_special_tokens=True)).strip())
         return texts
 
     def pack(self, texts: Sequence[str], kinds: Sequence[str], padding_side: str = "right",

@@ -10,7 +10,7 @@ transformers and diffusers are imported on first use only (each takes seconds to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig, TokenGeometry
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name == "add_image_tokens":  # lazy: text.py imports transformers
         from mmar.tokenizers.text import add_image_tokens
 
@@ -54,10 +54,11 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig) -> ImageTokenizer:
     cfg.geometry()  # diffusers: checks image_size against the VAE's stride from config.json
     if cfg.kind == "pixels":
         return PixelTokenizer(cfg.image_channels, cfg.image_size, cfg.scale)
+    tok: ImageTokenizer
     if cfg.kind == "kl16":
         tok = KL16Tokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior)
-    else:
-        tok = DiffusersVAETokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior)
+    else:  # validate() guarantees the path of a diffusers VAE
+        tok = DiffusersVAETokenizer(str(cfg.path), cfg.image_size, cfg.scale, cfg.posterior)
     return tok.eval().requires_grad_(False)
 
 
@@ -79,7 +80,7 @@ def build_text_tokenizer(
             )
         tok = text.build_word_tokenizer(corpus, cfg.vocab_size)
     elif cfg.kind == "pretrained":
-        tok = text.build_pretrained_tokenizer(cfg.path)
+        tok = text.build_pretrained_tokenizer(str(cfg.path))  # validate(): set for this kind
     elif cfg.kind == "qwen":
         tok = text.build_qwen_tokenizer(cfg.path)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from mmar.config import Config, check
+from mmar.config import Config, ConfigError, check
 
 # Pixel tokens: identity, one latent cell per pixel.
 PIXEL_STRIDE = 1
@@ -103,6 +103,9 @@ class ImageTokenizerConfig(Config):
             return KL16_STRIDE, KL16_EMBED_DIM
         from mmar.tokenizers.diffusers_vae import diffusers_vae_geometry
 
+        if self.path is None:
+            raise ConfigError(f"{type(self).__name__}.path: kind 'diffusers' needs a local "
+                              "AutoencoderKL directory, e.g. path: /models/sd-vae")
         return diffusers_vae_geometry(self.path)
 
     def geometry(self) -> TokenGeometry:

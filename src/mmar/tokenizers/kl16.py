@@ -193,7 +193,7 @@ class Decoder(nn.Module):
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
         self.mid = _Mid(block_in)
-        levels = []  # built from the lowest resolution up, stored by level index like MAR
+        levels: list[nn.Module] = []  # built from the lowest resolution up, stored by level index like MAR
         for i in reversed(range(len(ch_mult))):
             out = ch * ch_mult[i]
             widths = [(block_in if j == 0 else out, out) for j in range(num_res_blocks + 1)]
@@ -291,7 +291,8 @@ class KL16Tokenizer(ImageTokenizer):
             return mean
         std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE))
         # drawn on the generator's device (a CPU generator may drive CUDA latents, as diffusers')
-        eps = torch.randn(mean.shape, generator=generator, device=generator.device)
+        device = generator.device if generator is not None else mean.device  # encode() checks
+        eps = torch.randn(mean.shape, generator=generator, device=device)
         eps = eps.to(device=mean.device, dtype=mean.dtype)
         return mean + std * eps
 

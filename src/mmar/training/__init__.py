@@ -12,6 +12,8 @@ metrics.py    metrics.jsonl and loss.png
 trainer.py    Trainer(run_cfg, out_dir, resume).fit() -> summary dict
 """
 
+from typing import Any
+
 _EXPORTS = {
     "RunConfig": "mmar.training.config",
     "OptimConfig": "mmar.training.config",
@@ -27,7 +29,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):  # lazy: importing the configs does not import the trainer's torch stack
+def __getattr__(name: str) -> Any:  # lazy: importing the configs does not import the trainer's torch stack
     if name in _EXPORTS:
         import importlib
 

@@ -63,7 +63,7 @@ class TrainingCollator:
         if missing:
             raise ValueError(f"TrainingCollator: items {missing[:5]} have no 'key'; a dataset "
                              "item must name itself (see mmar.data)")
-        stacked = collate(good)
+        stacked = collate(list(good))
         gens = [sample_generator(self.seed, self.epoch, it["key"]) for it in good]
         kinds = [draw_kind(self.kinds, g) for g in gens]
         inputs: ModelInputs = self.processor(stacked["texts"], kinds, images=stacked.get("images"),

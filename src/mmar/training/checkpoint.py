@@ -32,11 +32,14 @@ import os
 import re
 import shutil
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
+
+from mmar.training.ema import EMA
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 TMP_PREFIX = ".tmp-"
@@ -127,7 +130,7 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return ckpts[-1][1] if ckpts else None
 
 
-def _check_file(file: Path, check) -> None:
+def _check_file(file: Path, check: Callable[[Path], object]) -> None:
     """Run ``check(file)``; any failure becomes a CheckpointError naming the file."""
     if not file.is_file():
         raise CheckpointError(f"{file}: missing")
@@ -208,15 +211,16 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
         shutil.rmtree(path)
 
 
-def rng_state(generator: torch.Generator) -> dict:
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG the run draws from: its generator, torch's global (dropout, init) and CUDA's."""
-    state = {"generator": generator.get_state(), "torch_global": torch.get_rng_state()}
+    state: dict[str, Any] = {"generator": generator.get_state(),
+                             "torch_global": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
+def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_global"])
     if "cuda" in state and torch.cuda.is_available():
@@ -225,10 +229,10 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 def save_trainer_state(
     state_dir: Path,
-    info: dict,
+    info: dict[str, Any],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ema,
+    ema: EMA,
     generator: torch.Generator,
     *,
     optimizer_state: dict | None = None,
@@ -299,7 +303,7 @@ def load_trainer_state(
     state_dir: Path,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ema,
+    ema: EMA,
     generator: torch.Generator,
     *,
     model: torch.nn.Module | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -177,7 +178,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_run_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     """Read a YAML run config, apply ``--set`` overrides, validate; errors name file and field."""
     path = Path(path)
     if not path.is_file():
@@ -202,5 +203,5 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_preset(name: str, overrides: list[str] = ()) -> RunConfig:
+def load_preset(name: str, overrides: Sequence[str] = ()) -> RunConfig:
     return load_run_config(preset_path(name), overrides)

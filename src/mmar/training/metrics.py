@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
-def _clean(v):
+def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v

@@ -34,7 +34,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
                 decay_ids.add(id(p))
             else:
                 no_decay_ids.add(id(p))
-    decay, no_decay = ([], []), ([], [])
+    decay: tuple[list[nn.Parameter], list[str]] = ([], [])
+    no_decay: tuple[list[nn.Parameter], list[str]] = ([], [])
     for name, p in model.named_parameters():  # de-duplicates tied tensors
         if not p.requires_grad:
             continue
@@ -52,7 +53,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     groups = [g for g in param_groups(model, cfg.weight_decay) if g["params"]]
     if not groups:
         raise ValueError("the model has no trainable parameters (every requires_grad is False)")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
 
 
 def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:

@@ -19,12 +19,17 @@ parameter name, so a run saved at one world size resumes at another.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+if TYPE_CHECKING:
+    from mmar.model.mmar import MMARModel
+    from mmar.training.data_order import ResumableBatchSampler
 
 from mmar.config import Config, ConfigError, check
 
@@ -110,7 +115,7 @@ def init_distributed(cfg: ParallelConfig, device: torch.device) -> tuple[DistInf
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, cfg.strategy), device
 
 
-def parallelize(model: nn.Module, cfg: ParallelConfig, device: torch.device) -> nn.Module:
+def parallelize(model: MMARModel, cfg: ParallelConfig, device: torch.device) -> nn.Module:
     """The module to call for training steps; ``model`` keeps its methods and parameter names.
 
     ddp: returns a DistributedDataParallel wrapper (``model`` itself stays unwrapped).
@@ -128,22 +133,20 @@ def parallelize(model: nn.Module, cfg: ParallelConfig, device: torch.device) -> 
             model, device_ids=[device] if device.type == "cuda" else None,
             find_unused_parameters=True)
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     mp = MixedPrecisionPolicy(
         param_dtype=torch.bfloat16 if cfg.fsdp_param_dtype == "bf16" else None,
         reduce_dtype=torch.float32)
-    frozen_tokenizer = getattr(model, "image_tokenizer", None)
-    ignored = set(frozen_tokenizer.parameters()) if frozen_tokenizer is not None else set()
-    blocks = list(model.backbone.get_decoder().layers)
+    blocks = list(cast(nn.ModuleList, model.backbone.get_decoder().layers))
     for i, block in enumerate(blocks):
         # the last block's weights are needed again at once by the backward: keep them
         fully_shard(block, mesh=mesh, mp_policy=mp,
                     reshard_after_forward=cfg.fsdp_reshard_after_forward and i < len(blocks) - 1)
-    fully_shard(model, mesh=mesh, mp_policy=mp, ignored_params=ignored or None)
+    sharded = cast(FSDPModule, fully_shard(model, mesh=mesh, mp_policy=mp))
     # as with DDP, ranks may differ in which root-group parameters got a gradient: reduce zeros
-    model.set_reduce_scatter_unused_params(True)
+    sharded.set_reduce_scatter_unused_params(True)
     return model
 
 
@@ -156,7 +159,7 @@ class ShardedBatchSampler:
     Like ``DistributedSampler``, but per batch and resumable.
     """
 
-    def __init__(self, sampler, rank: int, world_size: int):
+    def __init__(self, sampler: ResumableBatchSampler, rank: int, world_size: int):
         if sampler.batch_size % world_size:
             raise ConfigError(
                 f"RunConfig.train.batch_size: the global batch {sampler.batch_size} must be "
@@ -165,7 +168,7 @@ class ShardedBatchSampler:
         self.sampler, self.rank, self.world_size = sampler, rank, world_size
         self.local_batch_size = sampler.batch_size // world_size
 
-    def __getattr__(self, name):  # epoch, offset, batch_size, advance, state_dict, ...
+    def __getattr__(self, name: str) -> Any:  # epoch, offset, batch_size, advance, ...
         if name == "sampler":  # not yet set (e.g. while unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.sampler, name)
@@ -173,7 +176,7 @@ class ShardedBatchSampler:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         b = self.local_batch_size
         for batch in self.sampler:
             yield batch[self.rank * b:(self.rank + 1) * b]
@@ -245,8 +248,9 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     sharded = dist.is_initialized() and dist.get_world_size() > 1
-    return get_model_state_dict(model, options=StateDictOptions(
+    state = get_model_state_dict(model, options=StateDictOptions(
         full_state_dict=True, cpu_offload=sharded))
+    return cast(dict[str, torch.Tensor], state)
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -270,7 +274,7 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
                              options=StateDictOptions(full_state_dict=True))
 
 
-def gather_objects(obj) -> list:
+def gather_objects(obj: Any) -> list[Any]:
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` when not distributed)."""
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return [obj]
