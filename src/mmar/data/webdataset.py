@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from mmar._versions import require
 from mmar.data.config import DataConfig
 from mmar.data.folder import UNREADABLE, load_image
 
@@ -33,6 +34,7 @@ IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
 def expand_shards(pattern: str | list[str]) -> list[str]:
     """A brace pattern, a directory (its *.tar), or a list -> shard paths, which must exist."""
+    require("webdataset")
     import webdataset as wds
 
     if isinstance(pattern, (list, tuple)):

