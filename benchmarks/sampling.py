@@ -18,8 +18,9 @@ from mmar.model.config import SamplingConfig
 from mmar.pipelines.mmar import MMAR
 
 
-def seconds(model: MMAR, prompts: list[str], sampling: SamplingConfig, seed: int,
-            use_cache: bool) -> float:
+def seconds(
+    model: MMAR, prompts: list[str], sampling: SamplingConfig, seed: int, use_cache: bool
+) -> float:
     t0 = time.perf_counter()
     model.generate_images(prompts, sampling, seed=seed, use_cache=use_cache)
     return time.perf_counter() - t0
@@ -37,8 +38,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = MMAR.from_pretrained(args.model)
     prompts = [f"a handwritten digit {d}" for d in range(10)] * (args.batch // 10 or 1)
-    base = model.sampling.replace(scheduler="ddim", eta=0.0, temperature=1.0,
-                                  batch_size=len(prompts))
+    base = model.sampling.replace(
+        scheduler="ddim", eta=0.0, temperature=1.0, batch_size=len(prompts)
+    )
     rows = {f"ddim{n}_cached": (base.replace(num_steps=n), True) for n in (50, 25, 10)}
     rows["ddim50_uncached"] = (base.replace(num_steps=50), False)
     model.generate_images(prompts[:2], base.replace(num_steps=5))  # warm-up
@@ -47,14 +49,22 @@ def main() -> None:
         for name, (s, cached) in rows.items():
             times[name].append(seconds(model, prompts, s, r, cached))
     ips = {k: len(prompts) / statistics.median(v) for k, v in times.items()}
-    res = {"model": args.model, "batch": len(prompts), "num_iter": base.num_iter,
-           "guidance_scale": base.guidance_scale, "threads": torch.get_num_threads(),
-           "cpu": torch.backends.cpu.get_cpu_capability(), "images_per_s": ips,
-           "cache_speedup_ddim50": ips["ddim50_cached"] / ips["ddim50_uncached"]}
+    res = {
+        "model": args.model,
+        "batch": len(prompts),
+        "num_iter": base.num_iter,
+        "guidance_scale": base.guidance_scale,
+        "threads": torch.get_num_threads(),
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "images_per_s": ips,
+        "cache_speedup_ddim50": ips["ddim50_cached"] / ips["ddim50_uncached"],
+    }
     for k, v in ips.items():
         print(f"{k:18s} {v:7.2f} images/s")
-    print(f"KV cache speed-up at 50 DDIM steps: {res['cache_speedup_ddim50']:.2f}x "
-          f"(CPU: {res['cpu']}, {res['threads']} threads)")
+    print(
+        f"KV cache speed-up at 50 DDIM steps: {res['cache_speedup_ddim50']:.2f}x "
+        f"(CPU: {res['cpu']}, {res['threads']} threads)"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)

@@ -30,14 +30,25 @@ import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ["qwen2_0.5b_p4_stage1", "qwen2_0.5b_p4_stage2", "qwen2_0.5b_p1_stage1",
-           "qwen2_0.5b_p1_stage2"]
+RECIPES = [
+    "qwen2_0.5b_p4_stage1",
+    "qwen2_0.5b_p4_stage2",
+    "qwen2_0.5b_p1_stage1",
+    "qwen2_0.5b_p1_stage2",
+]
 # (row label suffix, train_mode) variants shown for the first recipe
 MODE_VARIANTS = [("lora", "lora"), ("frozen", "frozen")]
-QWEN2_05B = dict(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
-                 num_key_value_heads=2, intermediate_size=4864, tie_word_embeddings=True,
-                 max_position_embeddings=32768)
-GIB = 1024 ** 3
+QWEN2_05B = dict(
+    vocab_size=151936,
+    hidden_size=896,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    intermediate_size=4864,
+    tie_word_embeddings=True,
+    max_position_embeddings=32768,
+)
+GIB = 1024**3
 
 
 def build_meta_model(run_cfg):
@@ -51,12 +62,14 @@ def build_meta_model(run_cfg):
     from mmar.tokenizers.special import SpecialTokenIds
 
     model_cfg = run_cfg.model.replace(
-        image_tokenizer=run_cfg.model.image_tokenizer.replace(path=None))
+        image_tokenizer=run_cfg.model.image_tokenizer.replace(path=None)
+    )
     # any vocabulary smaller than the embedding works: the LLM keeps its 151,936 rows
     special = SpecialTokenIds(boi=151_646, eoi=151_647, pad=151_643, eos=151_643, bos=None)
     with torch.device("meta"):
-        model = MMARModel(model_cfg, 151_648, special,
-                          backbone_config=AutoConfig.for_model("qwen2", **QWEN2_05B))
+        model = MMARModel(
+            model_cfg, 151_648, special, backbone_config=AutoConfig.for_model("qwen2", **QWEN2_05B)
+        )
         return model, build_image_tokenizer(model_cfg.image_tokenizer)
 
 
@@ -80,8 +93,10 @@ def recipe_row(name: str, run_cfg, gpus: int) -> dict:
     trainable = count(p for p in model.parameters() if p.requires_grad)
     block = count(model.backbone.get_decoder().layers[0].parameters())
 
-    h, i, layers, vocab = (QWEN2_05B[k] for k in ("hidden_size", "intermediate_size",
-                                                  "num_hidden_layers", "vocab_size"))
+    h, i, layers, vocab = (
+        QWEN2_05B[k]
+        for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")
+    )
     n, seq, text_targets = geo.num_tokens, mc.max_text_len + geo.num_tokens + 4, mc.max_text_len + 1
     b = tc.batch_size // gpus // tc.grad_accum
     if mc.backbone.gradient_checkpointing:
@@ -89,18 +104,34 @@ def recipe_row(name: str, run_cfg, gpus: int) -> dict:
     else:
         llm_act = seq * layers * (18 * h + 8 * i)
     w_vit = mc.vit.width
-    act = b * (llm_act + text_targets * vocab * 6
-               + n * mc.diffusion.diffusion_batch_mul * mc.diffusion.head_depth * 8
-               * mc.diffusion.head_width * 2
-               + n * mc.vit.depth * (18 * w_vit + 8 * mc.vit.mlp_ratio * w_vit))
+    act = b * (
+        llm_act
+        + text_targets * vocab * 6
+        + n
+        * mc.diffusion.diffusion_batch_mul
+        * mc.diffusion.head_depth
+        * 8
+        * mc.diffusion.head_width
+        * 2
+        + n * mc.vit.depth * (18 * w_vit + 8 * mc.vit.mlp_ratio * w_vit)
+    )
     states = 4 * total + 16 * trainable
     vae = 4 * sizes["vae"]
-    return {"recipe": name, "train_mode": mc.backbone.train_mode, "tokens": n,
-            "token_dim": geo.token_dim, "positions": seq, **sizes, "total": total,
-            "trainable": trainable, "per_gpu_batch": b, "gpus": gpus,
-            "activations_gib": act / GIB,
-            "ddp_gib": (states + vae + act) / GIB,
-            "fsdp_gib": (states / gpus + vae + 2 * 4 * block + act) / GIB}
+    return {
+        "recipe": name,
+        "train_mode": mc.backbone.train_mode,
+        "tokens": n,
+        "token_dim": geo.token_dim,
+        "positions": seq,
+        **sizes,
+        "total": total,
+        "trainable": trainable,
+        "per_gpu_batch": b,
+        "gpus": gpus,
+        "activations_gib": act / GIB,
+        "ddp_gib": (states + vae + act) / GIB,
+        "fsdp_gib": (states / gpus + vae + 2 * 4 * block + act) / GIB,
+    }
 
 
 def rows(gpus: int) -> list[dict]:
@@ -122,22 +153,26 @@ def markdown(table: list[dict]) -> str:
     def m(x: int) -> str:
         return f"{x / 1e6:,.1f}M"
 
-    head = ("| recipe | image tokens (n x dim) | positions | LLM | ViT + proj | head | other | "
-            "total trained model | trainable | VAE (frozen) | batch / GPU | activations | "
-            f"DDP / GPU | FSDP / GPU ({table[0]['gpus']}) |")
+    head = (
+        "| recipe | image tokens (n x dim) | positions | LLM | ViT + proj | head | other | "
+        "total trained model | trainable | VAE (frozen) | batch / GPU | activations | "
+        f"DDP / GPU | FSDP / GPU ({table[0]['gpus']}) |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in table:
         lines.append(
             f"| {r['recipe']} | {r['tokens']} x {r['token_dim']} | {r['positions']} | "
             f"{m(r['llm'])} | {m(r['vit'])} | {m(r['head'])} | {m(r['other'])} | {m(r['total'])} | "
             f"{m(r['trainable'])} | {m(r['vae'])} | {r['per_gpu_batch']} | "
-            f"{r['activations_gib']:.1f} GiB | {r['ddp_gib']:.1f} GiB | {r['fsdp_gib']:.1f} GiB |")
+            f"{r['activations_gib']:.1f} GiB | {r['ddp_gib']:.1f} GiB | {r['fsdp_gib']:.1f} GiB |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gpus", type=int, default=8, help="GPUs the global batch is split over")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args(argv)

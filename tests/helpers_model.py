@@ -9,8 +9,13 @@ from mmar.model.config import tiny_config
 from mmar.model.processor import MMARProcessor
 from mmar.pipelines.mmar import MMAR
 
-CORPUS = ["a red circle", "a blue square at the top", "digit seven", "digit one",
-          "a small green triangle"]
+CORPUS = [
+    "a red circle",
+    "a blue square at the top",
+    "digit seven",
+    "digit one",
+    "a small green triangle",
+]
 
 
 def tiny_model(seed: int = 0, randomize_head: bool = True, **changes) -> MMAR:
@@ -33,12 +38,20 @@ def random_images(b: int, seed: int = 0, c: int = 1, s: int = 8) -> torch.Tensor
     return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
 
-def training_inputs(processor: MMARProcessor, texts: list[str], kinds: list[str],
-                    images: torch.Tensor | None = None, seed: int | None = None):
+def training_inputs(
+    processor: MMARProcessor,
+    texts: list[str],
+    kinds: list[str],
+    images: torch.Tensor | None = None,
+    seed: int | None = None,
+):
     """(packed batch, image tokens) of a training batch; ``seed``: per-sample generators for the
     CFG prompt dropout (None: no dropout)."""
-    gens = None if seed is None else [torch.Generator().manual_seed(seed + i)
-                                      for i in range(len(texts))]
+    gens = (
+        None
+        if seed is None
+        else [torch.Generator().manual_seed(seed + i) for i in range(len(texts))]
+    )
     inputs = processor(texts, kinds, images=images, generators=gens)
     tokens = None if inputs.images is None else processor.encode_images(inputs.images)
     return inputs.batch, tokens

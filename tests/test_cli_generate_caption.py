@@ -1,9 +1,9 @@
 """`mmar generate` and `mmar caption` on a tiny saved checkpoint."""
 
 import pytest
-from helpers_model import tiny_model, one_thread  # noqa: F401 (fixture)
 from PIL import Image
 
+from helpers_model import one_thread, tiny_model  # noqa: F401 (fixture)
 from mmar.cli import main
 
 
@@ -16,9 +16,29 @@ def ckpt(tmp_path_factory):
 
 def test_generate_writes_pngs(ckpt, tmp_path, capsys):
     out = tmp_path / "imgs"
-    rc = main(["generate", "--model", str(ckpt), "--prompt", "digit one", "--prompt", "",
-               "--n", "2", "--num-iter", "2", "--num-steps", "2", "--scheduler", "ddpm",
-               "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "generate",
+            "--model",
+            str(ckpt),
+            "--prompt",
+            "digit one",
+            "--prompt",
+            "",
+            "--n",
+            "2",
+            "--num-iter",
+            "2",
+            "--num-steps",
+            "2",
+            "--scheduler",
+            "ddpm",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out.split()
     names = sorted(p.name for p in out.iterdir())
@@ -32,8 +52,18 @@ def test_caption_prints_path_tab_caption(ckpt, tmp_path, capsys):
     for i, im in enumerate([Image.new("L", (8, 8), 30), Image.new("RGB", (16, 12), (9, 90, 200))]):
         paths.append(tmp_path / f"{i}.png")
         im.save(paths[-1])
-    rc = main(["caption", "--model", str(ckpt), *map(str, paths), "--max-new-tokens", "3",
-               "--device", "cpu"])
+    rc = main(
+        [
+            "caption",
+            "--model",
+            str(ckpt),
+            *map(str, paths),
+            "--max-new-tokens",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.strip("\n").split("\n")
     assert [ln.split("\t")[0] for ln in lines] == [str(p) for p in paths]
@@ -41,8 +71,9 @@ def test_caption_prints_path_tab_caption(ckpt, tmp_path, capsys):
 
 
 def test_missing_model_dir_exit_2(tmp_path, capsys):
-    rc = main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "a", "--out",
-               str(tmp_path)])
+    rc = main(
+        ["generate", "--model", str(tmp_path / "nope"), "--prompt", "a", "--out", str(tmp_path)]
+    )
     assert rc == 2 and "not a checkpoint directory" in capsys.readouterr().err
     rc = main(["caption", "--model", str(tmp_path / "nope"), "x.png"])
     assert rc == 2

@@ -58,7 +58,7 @@ def test_mnist_resize_and_channels():
     ds = build_dataset(DataConfig(image_size=16, channels=3), "test")
     x = ds[0]["image"]
     assert x.shape == (3, 16, 16)
-    assert torch.equal(x[0], x[2]) and -1 <= x.min() and x.max() <= 1
+    assert torch.equal(x[0], x[2]) and x.min() >= -1 and x.max() <= 1
 
 
 def test_heldout_split_disjoint_stable_and_independent_of_run_seed():
@@ -158,15 +158,26 @@ def test_max_shift_translates_train_images_only():
     for i in range(40):
         a, b = plain[i]["image"], shifted[i]["image"]
         assert torch.equal(shifted[i]["image"], b)  # deterministic per (seed, epoch, index)
-        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                 if torch.equal(torch.roll(a, (dy, dx), (1, 2))[:, 2:-2, 2:-2], b[:, 2:-2, 2:-2])]
+        found = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(torch.roll(a, (dy, dx), (1, 2))[:, 2:-2, 2:-2], b[:, 2:-2, 2:-2])
+        ]
         assert found, f"item {i} is not a translation of the original by at most 2 px"
         moved += found[0] != (0, 0)
         assert b.min() >= -1 and b.max() <= 1
     assert moved > 20  # most items move
     shifted.set_epoch(1)
-    assert any(not torch.equal(shifted[i]["image"], b) for i in range(10) for b in [
-        build_dataset(DataConfig(name="digits", image_size=16, max_shift=2), "train")[i]["image"]])
+    assert any(
+        not torch.equal(shifted[i]["image"], b)
+        for i in range(10)
+        for b in [
+            build_dataset(DataConfig(name="digits", image_size=16, max_shift=2), "train")[i][
+                "image"
+            ]
+        ]
+    )
 
 
 def test_max_shift_out_of_range_raises():

@@ -45,7 +45,9 @@ def test_folder_items_skips_and_counts(folder):
     batch = collate(items)
     assert batch["images"].shape == (2, 3, 16, 16) and batch["skipped"] == 2
     assert sorted(corpus(DataConfig(name="folder", path=str(folder), test_fraction=0.0))) == [
-        "a grey card", "a nested one", "never read",
+        "a grey card",
+        "a nested one",
+        "never read",
     ]
 
 
@@ -118,8 +120,13 @@ def test_jsonl_items_relative_paths_and_skips(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", ['{"image": "a.png", "text": ', '{"image": "a.png"}', '["a.png", "text"]',
-            '{"image": "a.png", "text": "t", "label": "x"}'],
+    "bad",
+    [
+        '{"image": "a.png", "text": ',
+        '{"image": "a.png"}',
+        '["a.png", "text"]',
+        '{"image": "a.png", "text": "t", "label": "x"}',
+    ],
 )
 def test_bad_jsonl_line_raises_with_file_and_line(tmp_path, bad):
     path = tmp_path / "data.jsonl"

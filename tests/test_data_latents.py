@@ -16,8 +16,21 @@ def cache(tmp_path_factory):
     tok = root / "tok.yaml"
     tok.write_text("kind: pixels\nimage_size: 16\nimage_channels: 1\n")
     out = root / "cache"
-    rc = main(["cache-latents", "--data", "digits", "--tokenizer-config", str(tok), "--out",
-               str(out), "--batch-size", "100", "--shard-size", "150"])
+    rc = main(
+        [
+            "cache-latents",
+            "--data",
+            "digits",
+            "--tokenizer-config",
+            str(tok),
+            "--out",
+            str(out),
+            "--batch-size",
+            "100",
+            "--shard-size",
+            "150",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -67,8 +80,20 @@ def test_no_flip_cache_refuses_flip_modes(tmp_path):
     tok = tmp_path / "tok.yaml"
     tok.write_text("kind: pixels\nimage_size: 32\nimage_channels: 3\n")
     out = tmp_path / "c"
-    rc = main(["cache-latents", "--data", "shapes", "--tokenizer-config", str(tok), "--out",
-               str(out), "--splits", "test", "--no-flip"])
+    rc = main(
+        [
+            "cache-latents",
+            "--data",
+            "shapes",
+            "--tokenizer-config",
+            str(tok),
+            "--out",
+            str(out),
+            "--splits",
+            "test",
+            "--no-flip",
+        ]
+    )
     assert rc == 0
     with pytest.raises(ValueError, match="latent_flip: none"):
         LatentDataset(out, "test", flip="random")
@@ -78,8 +103,17 @@ def test_no_flip_cache_refuses_flip_modes(tmp_path):
 def test_cli_bad_data_config_returns_error(tmp_path, capsys):
     tok = tmp_path / "tok.yaml"
     tok.write_text("kind: pixels\nimage_size: 32\nimage_channels: 1\n")
-    rc = main(["cache-latents", "--data", "folder", "--tokenizer-config", str(tok), "--out",
-               str(tmp_path / "o")])
+    rc = main(
+        [
+            "cache-latents",
+            "--data",
+            "folder",
+            "--tokenizer-config",
+            str(tok),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and "DataConfig.path" in capsys.readouterr().err
 
 
@@ -94,8 +128,22 @@ def test_cli_model_dir_and_data_yaml(tmp_path):
     data = tmp_path / "data.yaml"
     data.write_text("name: shapes\nlength: 7\ntest_length: 3\n")
     out = tmp_path / "c"
-    assert main(["cache-latents", "--data", str(data), "--model", str(model), "--out", str(out),
-                 "--splits", "train"]) == 0
+    assert (
+        main(
+            [
+                "cache-latents",
+                "--data",
+                str(data),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--splits",
+                "train",
+            ]
+        )
+        == 0
+    )
     ds = LatentDataset(out, "train", flip="both")
     src = build_dataset(DataConfig(name="shapes", length=7), "train")
     assert len(ds) == 14 and torch.equal(ds[9]["latents"], src[2]["image"].flip(-1))
@@ -104,6 +152,7 @@ def test_cli_model_dir_and_data_yaml(tmp_path):
 
 def test_cli_model_dir_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
-    rc = main(["cache-latents", "--data", "mnist", "--model", str(tmp_path), "--out",
-               str(tmp_path / "o")])
+    rc = main(
+        ["cache-latents", "--data", "mnist", "--model", str(tmp_path), "--out", str(tmp_path / "o")]
+    )
     assert rc == 2 and "tokenizer not found" in capsys.readouterr().err

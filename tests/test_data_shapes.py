@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from mmar.data import DataConfig, ShapeSpec, build_dataset, caption_for, check_shapes
-from mmar.data import parse_shapes_caption, render_shapes
+from mmar.data import (
+    DataConfig,
+    ShapeSpec,
+    build_dataset,
+    caption_for,
+    check_shapes,
+    parse_shapes_caption,
+    render_shapes,
+)
 from mmar.data.shapes import COLORS, POSITIONS, SHAPES
 
 
@@ -28,8 +35,13 @@ def test_caption_and_parse_round_trip_every_single_and_a_pair():
 
 @pytest.mark.parametrize(
     "text",
-    ["a red circle", "a red hexagon in the top left", "", "a red circle in the top left and",
-     "a red circle in the top left and a blue square in the top left"],
+    [
+        "a red circle",
+        "a red hexagon in the top left",
+        "",
+        "a red circle in the top left and",
+        "a red circle in the top left and a blue square in the top left",
+    ],
 )
 def test_parse_shapes_caption_rejects(text):
     assert parse_shapes_caption(text) is None

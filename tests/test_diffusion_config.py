@@ -15,11 +15,19 @@ def test_defaults_are_the_papers_choices():
     assert DiffusionConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("field,value", [
-    ("parameterization", "foo"), ("num_timesteps", 0), ("num_timesteps", 1), ("head_width", 0),
-    ("head_depth", 0), ("diffusion_batch_mul", 0), ("schedule", "linear"),
-    ("num_timesteps", 2.5),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("parameterization", "foo"),
+        ("num_timesteps", 0),
+        ("num_timesteps", 1),
+        ("head_width", 0),
+        ("head_depth", 0),
+        ("diffusion_batch_mul", 0),
+        ("schedule", "linear"),
+        ("num_timesteps", 2.5),
+    ],
+)
 def test_bad_values_raises(field, value):
     with pytest.raises(ConfigError, match=f"DiffusionConfig.{field}"):
         DiffusionConfig.from_dict({field: value})

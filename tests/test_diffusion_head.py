@@ -22,7 +22,7 @@ def test_output_shape_and_zero_at_init():
     x, c = torch.randn(5, 4), torch.randn(5, 6)
     out = head(x, torch.randint(0, 1000, (5,)), c)
     assert out.shape == (5, 4)
-    assert torch.equal(out, torch.zeros(5, 4))            # AdaLN-zero: exactly 0
+    assert torch.equal(out, torch.zeros(5, 4))  # AdaLN-zero: exactly 0
     assert len(head.blocks) == 3 and head.input_proj.in_features == 4
 
 
@@ -38,7 +38,7 @@ def test_shared_scalar_t_equals_per_row_t():
     per_row = head(x, torch.full((7,), 321), c)
     torch.testing.assert_close(head(x, 321, c), per_row, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(head(x, torch.tensor(321), c), per_row, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(head(x, 320, c), per_row)   # t is actually used
+    assert not torch.allclose(head(x, 320, c), per_row)  # t is actually used
 
 
 def test_timestep_embedding_closed_form():

@@ -28,13 +28,16 @@ def test_loss_decreases_with_adam(kind):
     torch.manual_seed(0)  # parameter init only; every draw of the loss uses a generator
     head = DiffusionHead(token_dim=2, cond_dim=3, width=32, depth=2)
     g = torch.Generator().manual_seed(1)
-    x0 = torch.randn(4, 2, generator=g).repeat(16, 1)         # 4 tokens x 16 noise draws
+    x0 = torch.randn(4, 2, generator=g).repeat(16, 1)  # 4 tokens x 16 noise draws
     cond = torch.randn(4, 3, generator=g).repeat(16, 1)
 
     def eval_loss():
         with torch.no_grad():
-            return diffusion_loss(head, x0, cond, SCHED, kind,
-                                  torch.Generator().manual_seed(123)).mean().item()
+            return (
+                diffusion_loss(head, x0, cond, SCHED, kind, torch.Generator().manual_seed(123))
+                .mean()
+                .item()
+            )
 
     before = eval_loss()
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)

@@ -3,8 +3,17 @@
 import pytest
 import torch
 
-from mmar.diffusion import (NoiseSchedule, eps_from_v, eps_from_x0, predict_x0_and_eps,
-                            q_sample, training_target, v_target, x0_from_eps, x0_from_v)
+from mmar.diffusion import (
+    NoiseSchedule,
+    eps_from_v,
+    eps_from_x0,
+    predict_x0_and_eps,
+    q_sample,
+    training_target,
+    v_target,
+    x0_from_eps,
+    x0_from_v,
+)
 
 SCHED = NoiseSchedule(1000)
 # t = 999 is left out of the eps -> x0 round trip on purpose: 1/sqrt(ab_999) ~ 2e4 amplifies
@@ -28,7 +37,7 @@ def test_round_trips_float64():
     torch.testing.assert_close(x0_from_eps(x_t, eps, ab), x0, atol=1e-12, rtol=0)
     torch.testing.assert_close(eps_from_x0(x_t, x0, ab), eps, atol=1e-12, rtol=0)
     # v is a rotation of (x0, eps): |v|^2 + |x_t|^2 = |x0|^2 + |eps|^2
-    torch.testing.assert_close(v ** 2 + x_t ** 2, x0 ** 2 + eps ** 2, atol=1e-12, rtol=0)
+    torch.testing.assert_close(v**2 + x_t**2, x0**2 + eps**2, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("kind", ["v", "eps", "x0"])
@@ -50,10 +59,10 @@ def test_v_at_t999_recovers_x0_where_eps_cannot():
 
 def test_dtypes_float32_work_and_bf16_upcast():
     x0, eps, ab = _data(torch.float32)
-    assert q_sample(x0, eps, ab).dtype == torch.float32        # float64 ab does not promote
+    assert q_sample(x0, eps, ab).dtype == torch.float32  # float64 ab does not promote
     out = v_target(x0, eps, ab).to(torch.bfloat16)
     x0_hat, eps_hat = predict_x0_and_eps("v", out, q_sample(x0, eps, ab), ab)
-    assert x0_hat.dtype == eps_hat.dtype == torch.float32      # bf16 output converted in fp32
+    assert x0_hat.dtype == eps_hat.dtype == torch.float32  # bf16 output converted in fp32
     assert (x0_hat - x0).abs().max().item() < 2e-2
 
 

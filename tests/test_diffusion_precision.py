@@ -28,11 +28,11 @@ def test_json_shape(report):
 
 def test_eps_explodes_v_stays_at_bf16_resolution(report):
     r, a = report["rmse"], report["ddim_amplification"]
-    assert r["eps"][-1] > 100 * r["v"][-1]                     # t = 999
-    assert r["eps"][-1] > 1.0                                  # x0 lost entirely
+    assert r["eps"][-1] > 100 * r["v"][-1]  # t = 999
+    assert r["eps"][-1] > 1.0  # x0 lost entirely
     assert max(r["v"]) <= 1e-2 and max(r["x0"]) <= 1e-2
-    assert all(b >= a_ for a_, b in zip(r["eps"], r["eps"][1:]))   # grows with t
-    assert a["eps"][-1] > 300 and max(a["v"]) < 0.1            # ~630x vs < 1 per step
+    assert all(b >= a_ for a_, b in zip(r["eps"], r["eps"][1:]))  # grows with t
+    assert a["eps"][-1] > 300 and max(a["v"]) < 0.1  # ~630x vs < 1 per step
 
 
 def test_amplification_is_the_derivative_of_a_ddim_step():

@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from mmar.diffusion import (DDIMScheduler, DDPMScheduler, DiffusionHead, NoiseSchedule,
-                            eps_from_x0, sample_tokens, training_target)
+from mmar.diffusion import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionHead,
+    NoiseSchedule,
+    eps_from_x0,
+    sample_tokens,
+    training_target,
+)
 
 SCHED = NoiseSchedule(1000)
 
@@ -41,8 +48,10 @@ class OracleHead(nn.Module):
 
 def _conds(m=5, c=4):
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(m, c, generator=g, dtype=torch.float64),
-            torch.randn(m, c, generator=g, dtype=torch.float64))
+    return (
+        torch.randn(m, c, generator=g, dtype=torch.float64),
+        torch.randn(m, c, generator=g, dtype=torch.float64),
+    )
 
 
 @pytest.mark.parametrize("sched_cls", [DDIMScheduler, DDPMScheduler])
@@ -54,8 +63,14 @@ def test_guidance_scale_one_equals_no_guidance(sched_cls):
         cond, uncond = _conds()
 
         def run(**kw):
-            return sample_tokens(head, cond, sched_cls(SCHED, "v"), 8,
-                                 generator=torch.Generator().manual_seed(0), **kw)
+            return sample_tokens(
+                head,
+                cond,
+                sched_cls(SCHED, "v"),
+                8,
+                generator=torch.Generator().manual_seed(0),
+                **kw,
+            )
 
         plain = run()
         torch.testing.assert_close(run(uncond=uncond, guidance_scale=1.0), plain, atol=0, rtol=0)
@@ -69,16 +84,28 @@ def test_guidance_scale_one_equals_no_guidance(sched_cls):
 def test_guidance_on_prediction_one_doubled_call_per_step(w):
     cond, uncond = _conds()
     head = LinearHead()
-    out = sample_tokens(head, cond, DDIMScheduler(SCHED, "v"), 6, uncond=uncond, guidance_scale=w,
-                        generator=torch.Generator().manual_seed(0))
-    assert len(head.calls) == 6                                    # one head call per step
+    out = sample_tokens(
+        head,
+        cond,
+        DDIMScheduler(SCHED, "v"),
+        6,
+        uncond=uncond,
+        guidance_scale=w,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(head.calls) == 6  # one head call per step
     for x, t, rows in head.calls:
-        assert isinstance(t, int) and rows == 10                   # shared t, doubled batch
-        assert torch.equal(x[:5], x[5:])                           # the same x for both halves
+        assert isinstance(t, int) and rows == 10  # shared t, doubled batch
+        assert torch.equal(x[:5], x[5:])  # the same x for both halves
     w_col = w[:, None].double() if isinstance(w, torch.Tensor) else w
     mixed = uncond + w_col * (cond - uncond)
-    ref = sample_tokens(LinearHead(), mixed, DDIMScheduler(SCHED, "v"), 6,
-                        generator=torch.Generator().manual_seed(0))
+    ref = sample_tokens(
+        LinearHead(),
+        mixed,
+        DDIMScheduler(SCHED, "v"),
+        6,
+        generator=torch.Generator().manual_seed(0),
+    )
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
 
 
@@ -87,8 +114,13 @@ def test_guidance_on_prediction_one_doubled_call_per_step(w):
 def test_oracle_head_samples_its_x0(kind, sched_cls):
     x0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     cond, _ = _conds()
-    out = sample_tokens(OracleHead(x0, kind), cond, sched_cls(SCHED, kind), 10,
-                        generator=torch.Generator().manual_seed(0))
+    out = sample_tokens(
+        OracleHead(x0, kind),
+        cond,
+        sched_cls(SCHED, kind),
+        10,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, x0, atol=1e-6, rtol=0)
 
@@ -96,8 +128,12 @@ def test_oracle_head_samples_its_x0(kind, sched_cls):
 def test_deterministic_given_generator_and_float32_state():
     head = DiffusionHead(token_dim=3, cond_dim=4, width=8, depth=1)
     cond = torch.randn(2, 4).to(torch.bfloat16)
-    a, b = (sample_tokens(head, cond, DDPMScheduler(SCHED), 4,
-                          generator=torch.Generator().manual_seed(0)) for _ in range(2))
+    a, b = (
+        sample_tokens(
+            head, cond, DDPMScheduler(SCHED), 4, generator=torch.Generator().manual_seed(0)
+        )
+        for _ in range(2)
+    )
     assert torch.equal(a, b) and a.dtype == torch.float32 and a.shape == (2, 3)
 
 
@@ -109,7 +145,8 @@ def test_bad_arguments_raises():
     with pytest.raises(ValueError, match="uncond shape"):
         sample_tokens(head, cond, DDIMScheduler(SCHED), 4, uncond=uncond[:3], guidance_scale=2.0)
     with pytest.raises(ValueError, match="guidance_scale must be"):
-        sample_tokens(head, cond, DDIMScheduler(SCHED), 4, uncond=uncond,
-                      guidance_scale=torch.ones(3))
+        sample_tokens(
+            head, cond, DDIMScheduler(SCHED), 4, uncond=uncond, guidance_scale=torch.ones(3)
+        )
     with pytest.raises(ValueError, match=r"cond must be \(M, C\)"):
         sample_tokens(head, cond[0], DDIMScheduler(SCHED), 4)

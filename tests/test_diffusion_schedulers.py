@@ -3,24 +3,28 @@
 import pytest
 import torch
 
-from mmar.diffusion import (DDIMScheduler, DDPMScheduler, NoiseSchedule, eps_from_x0,
-                            training_target)
+from mmar.diffusion import DDIMScheduler, DDPMScheduler, NoiseSchedule, eps_from_x0, training_target
 
 SCHED = NoiseSchedule(1000)
 KINDS = ["v", "eps", "x0"]
 
 # one seeded step (10-step grid, t = 777, v-prediction), computed once and frozen
 EXPECTED = {
-    "ddim": [[1.5634663105, -0.3439560235, -1.8457916975],
-             [0.8115741014, -1.0347301960, -1.3797683716]],
-    "ddpm": [[1.3858385086, -0.2561158538, -1.2462068796],
-             [0.9203929305, -0.8783926368, -1.1192611456]],
+    "ddim": [
+        [1.5634663105, -0.3439560235, -1.8457916975],
+        [0.8115741014, -1.0347301960, -1.3797683716],
+    ],
+    "ddpm": [
+        [1.3858385086, -0.2561158538, -1.2462068796],
+        [0.9203929305, -0.8783926368, -1.1192611456],
+    ],
 }
 
 
 def make(name, kind="v", schedule=SCHED):
-    return DDIMScheduler(schedule, kind, eta=0.5) if name == "ddim" else DDPMScheduler(schedule,
-                                                                                      kind)
+    return (
+        DDIMScheduler(schedule, kind, eta=0.5) if name == "ddim" else DDPMScheduler(schedule, kind)
+    )
 
 
 # ---------------------------------------------------------------- contract, both schedulers
@@ -132,8 +136,10 @@ def test_ddpm_oracle_loop_temperature_zero_recovers_x0(kind):
 def test_ddim_eta_one_equals_ddpm():
     # eta = 1: sigma^2 = beta_tilde and the DDIM mean equals the DDPM posterior mean
     g = torch.Generator().manual_seed(3)
-    x, out = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g,
-                                                                              dtype=torch.float64)
+    x, out = (
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+        torch.randn(5, 4, generator=g, dtype=torch.float64),
+    )
     ddim, ddpm = DDIMScheduler(SCHED, "v", eta=1.0), DDPMScheduler(SCHED, "v")
     for s in (ddim, ddpm):
         s.set_timesteps(25)
@@ -154,14 +160,19 @@ def test_temperature_scales_only_the_injected_noise():
 
 
 # ---------------------------------------------------------------- cross-checks with diffusers
-DIFFUSERS_KW = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
-                    prediction_type="v_prediction", clip_sample=False)
+DIFFUSERS_KW = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    clip_sample=False,
+)
 
 
 def test_ddpm_matches_diffusers():
     diffusers = pytest.importorskip("diffusers")
-    ref = diffusers.DDPMScheduler(**DIFFUSERS_KW, variance_type="fixed_small",
-                                  timestep_spacing="linspace")
+    ref = diffusers.DDPMScheduler(
+        **DIFFUSERS_KW, variance_type="fixed_small", timestep_spacing="linspace"
+    )
     ref.set_timesteps(10)
     s = DDPMScheduler(SCHED, "v")
     s.set_timesteps(10)

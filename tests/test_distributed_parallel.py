@@ -5,9 +5,14 @@ import torch
 
 from mmar.config import ConfigError
 from mmar.training.config import RunConfig
-from mmar.training.parallel import (DistInfo, ParallelConfig, ShardedBatchSampler, backend_for,
-                                    init_distributed)
 from mmar.training.data_order import ResumableBatchSampler
+from mmar.training.parallel import (
+    DistInfo,
+    ParallelConfig,
+    ShardedBatchSampler,
+    backend_for,
+    init_distributed,
+)
 
 
 def test_rank_slices_partition_every_global_batch():
@@ -43,8 +48,10 @@ def test_parallel_config_in_run_config_and_its_checks_raise():
 
 
 def test_single_process_strategy_under_torchrun_raises(monkeypatch):
-    assert init_distributed(ParallelConfig(), torch.device("cpu")) == (DistInfo(),
-                                                                       torch.device("cpu"))
+    assert init_distributed(ParallelConfig(), torch.device("cpu")) == (
+        DistInfo(),
+        torch.device("cpu"),
+    )
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ConfigError, match="parallel.strategy: ddp"):
         init_distributed(ParallelConfig(), torch.device("cpu"))

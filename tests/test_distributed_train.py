@@ -28,19 +28,47 @@ def _cmd(out, nproc, strategy, steps, resume):
     if nproc == 1 and strategy == "none":
         launcher = [sys.executable, "-m", "mmar", "train"]
     else:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                    "--nproc_per_node", str(nproc), "-m", "mmar", "train"]
-    return [*launcher, "--config", "tiny", "--steps", str(steps), "--out", str(out),
-            *(["--resume"] if resume else []),
-            "--set", "train.precision=fp32", "train.progress=false", "train.batch_size=8",
-            "train.ckpt_every=2", "train.log_every=1", "optim.warmup_steps=2",
-            "train.kinds={t2i: 0.0, i2t: 1.0, img: 0.0}", f"parallel.strategy={strategy}"]
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            "-m",
+            "mmar",
+            "train",
+        ]
+    return [
+        *launcher,
+        "--config",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--out",
+        str(out),
+        *(["--resume"] if resume else []),
+        "--set",
+        "train.precision=fp32",
+        "train.progress=false",
+        "train.batch_size=8",
+        "train.ckpt_every=2",
+        "train.log_every=1",
+        "optim.warmup_steps=2",
+        "train.kinds={t2i: 0.0, i2t: 1.0, img: 0.0}",
+        f"parallel.strategy={strategy}",
+    ]
 
 
 def train(out, nproc=1, strategy="none", steps=STEPS, resume=False):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(_cmd(out, nproc, strategy, steps, resume), env=env, capture_output=True,
-                       text=True, timeout=180)
+    r = subprocess.run(
+        _cmd(out, nproc, strategy, steps, resume),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 

@@ -8,10 +8,27 @@ import torch
 from mmar.cli import main
 
 DIGIT_KEYS = {
-    "dataset", "image_size", "seed", "n_per_class", "sampling", "judge_heldout_accuracy", "judge_from_cache", "judge_path", "n_generated",
-    "images_per_second", "t2i_accuracy", "t2i_accuracy_per_digit", "classifier_fid",
-    "classifier_fid_real_floor", "n_real_reference", "n_captioned", "caption_examples",
-    "caption_accuracy", "text_nll_nats_per_token", "timings", "model",
+    "dataset",
+    "image_size",
+    "seed",
+    "n_per_class",
+    "sampling",
+    "judge_heldout_accuracy",
+    "judge_from_cache",
+    "judge_path",
+    "n_generated",
+    "images_per_second",
+    "t2i_accuracy",
+    "t2i_accuracy_per_digit",
+    "classifier_fid",
+    "classifier_fid_real_floor",
+    "n_real_reference",
+    "n_captioned",
+    "caption_examples",
+    "caption_accuracy",
+    "text_nll_nats_per_token",
+    "timings",
+    "model",
 }
 
 
@@ -32,16 +49,37 @@ def tiny_checkpoint(tmp_path_factory):
 def test_eval_cli_writes_json_with_every_metric(tiny_checkpoint, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "res.json"
-    rc = main(["eval", "--model", str(tiny_checkpoint), "--n-per-class", "1", "--num-iter", "2",
-               "--num-steps", "2", "--guidance-scale", "2.0", "--max-new-tokens", "4",
-               "--json", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tiny_checkpoint),
+            "--n-per-class",
+            "1",
+            "--num-iter",
+            "2",
+            "--num-steps",
+            "2",
+            "--guidance-scale",
+            "2.0",
+            "--max-new-tokens",
+            "4",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
-    assert DIGIT_KEYS <= set(res)
+    assert set(res) >= DIGIT_KEYS
     assert res["dataset"] == "mnist" and res["image_size"] == 8  # no recorded data -> mnist
     # the flags given, the checkpoint's recommended values for the rest
-    assert res["sampling"] == {**tiny_config_sampling(), "num_iter": 2, "num_steps": 2,
-                               "guidance_scale": 2.0, "max_new_tokens": 4}
+    assert res["sampling"] == {
+        **tiny_config_sampling(),
+        "num_iter": 2,
+        "num_steps": 2,
+        "guidance_scale": 2.0,
+        "max_new_tokens": 4,
+    }
     assert res["n_generated"] == 10
     assert 0 <= res["t2i_accuracy"] <= 1 and res["classifier_fid"] >= 0
     assert res["text_nll_nats_per_token"] > 0 and res["images_per_second"] > 0
@@ -80,7 +118,8 @@ def test_recorded_dataset_reads_checkpoint_trainer_state(tmp_path):
 
     (tmp_path / "trainer_state").mkdir()
     (tmp_path / "trainer_state" / "state.json").write_text(
-        json.dumps({"step": 3, "run_config": {"data": {"name": "digits", "image_size": 16}}}))
+        json.dumps({"step": 3, "run_config": {"data": {"name": "digits", "image_size": 16}}})
+    )
     assert recorded_dataset(tmp_path) == {"name": "digits", "image_size": 16}
 
 

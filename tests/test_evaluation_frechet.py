@@ -71,7 +71,7 @@ def test_feature_statistics_matches_numpy():
     w = torch.randn(18, 5, generator=g)
 
     def feature_fn(x):
-        return x.flatten(1) @ w                                          # (B, 5)
+        return x.flatten(1) @ w  # (B, 5)
 
     mu, sigma = feature_statistics(feature_fn, images, batch_size=8)
     f = (images.flatten(1) @ w).double().numpy()
@@ -110,10 +110,16 @@ def test_inception_loads_pytorch_fid_layout_and_gives_2048_features(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         state = FIDInceptionV3().state_dict()
-    n_params = sum(v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k)
-    # torchvision's inception_v3: 27,161,264 parameters, minus AuxLogits (3,326,696) and fc (2,049,000)
+    n_params = sum(
+        v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k
+    )
+    # torchvision's inception_v3: 27,161,264 parameters, minus AuxLogits (3,326,696) and fc
+    # (2,049,000)
     assert n_params == 27_161_264 - 3_326_696 - 2_049_000
-    state["fc.weight"], state["fc.bias"] = torch.zeros(1008, 2048), torch.zeros(1008)  # as in the file
+    state["fc.weight"], state["fc.bias"] = (
+        torch.zeros(1008, 2048),
+        torch.zeros(1008),
+    )  # as in the file
     path = tmp_path / FID_WEIGHTS_NAME
     torch.save(state, path)
     net = InceptionFeatures(path)

@@ -63,7 +63,9 @@ def test_judge_cache_respects_xdg_cache_home(tmp_path, monkeypatch, judge):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert judge_cache_dir() == tmp_path / "mmar" / "judges"
     save_judge(judge, judge_cache_dir() / "j.safetensors")
-    assert load_judge(judge_cache_dir() / "j.safetensors").heldout_accuracy == judge.heldout_accuracy
+    assert (
+        load_judge(judge_cache_dir() / "j.safetensors").heldout_accuracy == judge.heldout_accuracy
+    )
 
 
 def test_judge_features_and_predict_shapes(judge, mnist):
@@ -100,7 +102,10 @@ def test_classifier_fid_real_vs_real_small_vs_noise_large(judge, mnist):
     far = metrics.classifier_fid(judge, real_a, noise)
     assert floor >= 0 and far > 20 * floor
     # only zeros generated: also far from real
-    assert metrics.classifier_fid(judge, real_a, torch.full_like(noise, -1) + 0.01 * noise) > 20 * floor
+    assert (
+        metrics.classifier_fid(judge, real_a, torch.full_like(noise, -1) + 0.01 * noise)
+        > 20 * floor
+    )
 
 
 def test_digit_prompts_name_each_digit():
@@ -135,7 +140,9 @@ class FakeDigitModel:
         from mmar.model.config import SamplingConfig
         from mmar.tokenizers.config import ImageTokenizerConfig
 
-        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=SIZE, image_channels=1))
+        self.config = SimpleNamespace(
+            image_tokenizer=ImageTokenizerConfig(image_size=SIZE, image_channels=1)
+        )
         self.sampling = SamplingConfig()
         self.model = torch.nn.Module()  # evaluate() puts it in eval mode and back
         self.train_split, self.noise, self.device = train, noise, torch.device("cpu")
@@ -169,18 +176,33 @@ def test_evaluate_digits_with_a_fake_model(mnist, cache_dir, judge):
 
     model = FakeDigitModel(mnist["train"])
     sampling = SamplingConfig(num_iter=4, guidance_scale=2.0)
-    res = evaluate(model, "mnist", n_per_class=10, seed=3, sampling=sampling,
-                   judge_cache_dir=cache_dir, log=None)
+    res = evaluate(
+        model,
+        "mnist",
+        n_per_class=10,
+        seed=3,
+        sampling=sampling,
+        judge_cache_dir=cache_dir,
+        log=None,
+    )
     assert model.model.training  # the mode is restored
     assert model.calls["generate"] == {"seed": 3, "sampling": sampling}
     assert res["judge_from_cache"] and res["judge_heldout_accuracy"] == judge.heldout_accuracy
-    assert res["n_generated"] == 100 and res["n_real_reference"] == 100 and res["n_captioned"] == 100
+    assert (
+        res["n_generated"] == 100 and res["n_real_reference"] == 100 and res["n_captioned"] == 100
+    )
     assert res["t2i_accuracy"] >= 0.9
     assert 0.05 <= res["caption_accuracy"] <= 0.15  # only the sevens (10 +- sampling) are right
     assert res["text_nll_nats_per_token"] == pytest.approx(2.0)
     assert res["sampling"] == sampling.to_dict() and res["images_per_second"] > 0
-    noisy = evaluate(FakeDigitModel(mnist["train"], noise=True), "mnist", n_per_class=10, seed=3,
-                     judge_cache_dir=cache_dir, log=None)
+    noisy = evaluate(
+        FakeDigitModel(mnist["train"], noise=True),
+        "mnist",
+        n_per_class=10,
+        seed=3,
+        judge_cache_dir=cache_dir,
+        log=None,
+    )
     assert noisy["sampling"] == SamplingConfig().to_dict()  # default: the model's own
     assert noisy["classifier_fid"] > 10 * res["classifier_fid"]
     assert noisy["classifier_fid_real_floor"] == res["classifier_fid_real_floor"]  # same real sets

@@ -10,7 +10,9 @@ from mmar.evaluation.evaluate import load_split
 
 @pytest.fixture(scope="module", params=[False, True], ids=["one", "two_objects"])
 def shapes(request):
-    return load_split(DataConfig(name="shapes", image_size=32, test_length=60, two_objects=request.param), "test")
+    return load_split(
+        DataConfig(name="shapes", image_size=32, test_length=60, two_objects=request.param), "test"
+    )
 
 
 def test_shapes_t2i_perfect_on_ground_truth(shapes):
@@ -21,17 +23,21 @@ def test_shapes_t2i_perfect_on_ground_truth(shapes):
 
 def test_shapes_t2i_below_one_on_wrong_images(shapes):
     pil = tensor_to_pil(shapes["images"])
-    res = metrics.shapes_t2i_accuracy(pil[1:] + pil[:1], shapes["texts"])  # each image for the next prompt
+    res = metrics.shapes_t2i_accuracy(
+        pil[1:] + pil[:1], shapes["texts"]
+    )  # each image for the next prompt
     assert all(v < 1.0 for v in res.values())
     assert res["all"] <= min(res["color"], res["shape"], res["position"])
 
 
 def test_shapes_t2i_scores_each_attribute():
     target = ["a red circle in the top left"]
-    assert metrics.shapes_t2i_accuracy([render_shapes([ShapeSpec("blue", "circle", "top left")])], target) == {
-        "color": 0.0, "shape": 1.0, "position": 1.0, "all": 0.0}
-    assert metrics.shapes_t2i_accuracy([render_shapes([ShapeSpec("red", "square", "bottom right")])], target) == {
-        "color": 1.0, "shape": 0.0, "position": 0.0, "all": 0.0}
+    assert metrics.shapes_t2i_accuracy(
+        [render_shapes([ShapeSpec("blue", "circle", "top left")])], target
+    ) == {"color": 0.0, "shape": 1.0, "position": 1.0, "all": 0.0}
+    assert metrics.shapes_t2i_accuracy(
+        [render_shapes([ShapeSpec("red", "square", "bottom right")])], target
+    ) == {"color": 1.0, "shape": 0.0, "position": 0.0, "all": 0.0}
     blank = render_shapes([])
     assert metrics.shapes_t2i_accuracy([blank], target)["all"] == 0.0
 
@@ -63,7 +69,9 @@ class FakeShapesModel:
         from mmar.model.config import SamplingConfig
         from mmar.tokenizers.config import ImageTokenizerConfig
 
-        self.config = SimpleNamespace(image_tokenizer=ImageTokenizerConfig(image_size=32, image_channels=3))
+        self.config = SimpleNamespace(
+            image_tokenizer=ImageTokenizerConfig(image_size=32, image_channels=3)
+        )
         self.sampling, self.model, self.device = SamplingConfig(), torch.nn.Module(), "cpu"
 
     def generate_images(self, prompts, sampling, seed):
@@ -83,8 +91,12 @@ class FakeShapesModel:
 def test_evaluate_shapes_with_a_perfect_fake_model():
     from mmar.evaluation import evaluate, format_results
 
-    res = evaluate(FakeShapesModel(), DataConfig(name="shapes", test_length=50, two_objects=True),
-                   n_per_class=3, log=None)
+    res = evaluate(
+        FakeShapesModel(),
+        DataConfig(name="shapes", test_length=50, two_objects=True),
+        n_per_class=3,
+        log=None,
+    )
     assert res["dataset"] == "shapes" and res["n_generated"] == 30 and res["n_captioned"] == 30
     for k in ("color", "shape", "position", "all"):
         assert res[f"t2i_{k}_accuracy"] == 1.0 and res[f"caption_{k}_accuracy"] == 1.0

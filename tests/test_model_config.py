@@ -33,25 +33,28 @@ def test_unknown_key_raises():
         MMARConfig.from_dict({"backbone": {"bar": 2}})
 
 
-@pytest.mark.parametrize("cls, data, field", [
-    (ViTConfig, {"width": 30, "num_heads": 4}, "ViTConfig.width"),
-    (ViTConfig, {"width": 34, "num_heads": 2, "pos_emb": "sincos"}, "ViTConfig.width"),
-    (MaskConfig, {"ratio_min": 0.9, "ratio_max": 0.5}, "MaskConfig.ratio_min"),
-    (BackboneConfig, {"hidden_size": 30, "num_heads": 4}, "BackboneConfig.hidden_size"),
-    (BackboneConfig, {"num_heads": 4, "num_kv_heads": 3}, "BackboneConfig.num_kv_heads"),
-    (BackboneConfig, {"kind": "pretrained"}, "BackboneConfig.path"),
-    (MMARConfig, {"prompt_dropout": 1.5}, "MMARConfig.prompt_dropout"),
-    (MMARConfig, {"sampling": {"num_steps": 1001}}, "MMARConfig.sampling.num_steps"),
-    (SamplingConfig, {"num_iter": 0}, "SamplingConfig.num_iter"),
-    (SamplingConfig, {"num_steps": 0}, "SamplingConfig.num_steps"),
-    (SamplingConfig, {"batch_size": 0}, "SamplingConfig.batch_size"),
-    (SamplingConfig, {"guidance_scale": -1.0}, "SamplingConfig.guidance_scale"),
-    (SamplingConfig, {"scheduler": "euler"}, "SamplingConfig.scheduler"),
-    (SamplingConfig, {"eta": 1.5}, "SamplingConfig.eta"),
-    (SamplingConfig, {"temperature": -1.0}, "SamplingConfig.temperature"),
-    (SamplingConfig, {"text_temperature": -0.5}, "SamplingConfig.text_temperature"),
-    (SamplingConfig, {"max_new_tokens": 0}, "SamplingConfig.max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "cls, data, field",
+    [
+        (ViTConfig, {"width": 30, "num_heads": 4}, "ViTConfig.width"),
+        (ViTConfig, {"width": 34, "num_heads": 2, "pos_emb": "sincos"}, "ViTConfig.width"),
+        (MaskConfig, {"ratio_min": 0.9, "ratio_max": 0.5}, "MaskConfig.ratio_min"),
+        (BackboneConfig, {"hidden_size": 30, "num_heads": 4}, "BackboneConfig.hidden_size"),
+        (BackboneConfig, {"num_heads": 4, "num_kv_heads": 3}, "BackboneConfig.num_kv_heads"),
+        (BackboneConfig, {"kind": "pretrained"}, "BackboneConfig.path"),
+        (MMARConfig, {"prompt_dropout": 1.5}, "MMARConfig.prompt_dropout"),
+        (MMARConfig, {"sampling": {"num_steps": 1001}}, "MMARConfig.sampling.num_steps"),
+        (SamplingConfig, {"num_iter": 0}, "SamplingConfig.num_iter"),
+        (SamplingConfig, {"num_steps": 0}, "SamplingConfig.num_steps"),
+        (SamplingConfig, {"batch_size": 0}, "SamplingConfig.batch_size"),
+        (SamplingConfig, {"guidance_scale": -1.0}, "SamplingConfig.guidance_scale"),
+        (SamplingConfig, {"scheduler": "euler"}, "SamplingConfig.scheduler"),
+        (SamplingConfig, {"eta": 1.5}, "SamplingConfig.eta"),
+        (SamplingConfig, {"temperature": -1.0}, "SamplingConfig.temperature"),
+        (SamplingConfig, {"text_temperature": -0.5}, "SamplingConfig.text_temperature"),
+        (SamplingConfig, {"max_new_tokens": 0}, "SamplingConfig.max_new_tokens"),
+    ],
+)
 def test_bad_values_raise_naming_the_field(cls, data, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         cls.from_dict(data)

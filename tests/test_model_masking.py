@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from mmar.model.config import MaskConfig
-from mmar.model.masking import (guidance_ramp, mask_from_orders, num_masked_from_ratio, random_orders,
-                                reveal_schedule, sample_mask_ratio)
+from mmar.model.masking import (
+    guidance_ramp,
+    mask_from_orders,
+    num_masked_from_ratio,
+    random_orders,
+    reveal_schedule,
+    sample_mask_ratio,
+)
 
 
 @pytest.mark.parametrize("dist", ["truncnorm", "uniform"])
@@ -57,7 +63,7 @@ def test_num_masked_at_least_one():
 def test_reveal_schedule_monotone_and_complete(N, K):
     s = reveal_schedule(N, K)
     assert len(s) == K and s[-1] == 0
-    revealed = [a - b for a, b in zip([N] + s[:-1], s)]
+    revealed = [a - b for a, b in zip([N, *s[:-1]], s)]
     assert sum(revealed) == N and all(r >= 0 for r in revealed)
     if K <= N:
         assert all(r >= 1 for r in revealed)

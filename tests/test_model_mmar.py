@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
-from helpers_model import random_images, tiny_model, training_inputs, one_thread  # noqa: F401
 from safetensors.torch import load_file, save_file
 
+from helpers_model import one_thread, random_images, tiny_model, training_inputs  # noqa: F401
 from mmar.pipelines.mmar import MMAR
 
 TEXTS = ["a red circle", "digit seven", "digit one", "a blue square at the top"]
@@ -14,9 +14,13 @@ KINDS = ["t2i", "i2t", "img", "t2i"]
 
 
 def losses(model, texts=TEXTS, kinds=KINDS, images=None, seed=0, dropout_seed=None):
-    batch, tokens = training_inputs(model.processor, texts, kinds,
-                                    random_images(len(texts)) if images is None else images,
-                                    dropout_seed)
+    batch, tokens = training_inputs(
+        model.processor,
+        texts,
+        kinds,
+        random_images(len(texts)) if images is None else images,
+        dropout_seed,
+    )
     return model.model(batch, tokens, generator=torch.Generator().manual_seed(seed))
 
 
@@ -30,9 +34,14 @@ def test_forward_mixed_batch_losses_and_gradients():
     assert torch.allclose(out["loss"], out["loss_text"] + out["loss_diff"])
     out["loss"].backward()
     params = dict(model.model.named_parameters())
-    for name in ("head.input_proj.weight", "vit.input_proj.weight", "mask_token",
-                 "diffusion_pos_emb", "backbone.model.layers.0.self_attn.q_proj.weight",
-                 "backbone.model.embed_tokens.weight"):
+    for name in (
+        "head.input_proj.weight",
+        "vit.input_proj.weight",
+        "mask_token",
+        "diffusion_pos_emb",
+        "backbone.model.layers.0.self_attn.q_proj.weight",
+        "backbone.model.embed_tokens.weight",
+    ):
         g = params[name].grad
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0, name
 
@@ -41,24 +50,24 @@ def test_no_target_leak_into_its_own_condition():
     """The conditions z of the masked tokens (what the diffusion head sees) do not change when
     the true values of those masked tokens change; they do when a visible token changes."""
     model = tiny_model(mask=tiny_model().config.mask.replace(ratio_min=0.5, ratio_max=0.5))
-    batch, x = training_inputs(model.processor, ["digit one", ""], ["t2i", "img"],
-                               random_images(2))
-    masked = model.model.draw_mask(batch, torch.Generator().manual_seed(3))        # (2, 16)
+    batch, x = training_inputs(model.processor, ["digit one", ""], ["t2i", "img"], random_images(2))
+    masked = model.model.draw_mask(batch, torch.Generator().manual_seed(3))  # (2, 16)
     assert 0 < int(masked.sum()) < 32
 
     conds = []
     hook = model.model.head.register_forward_hook(lambda m, args, out: conds.append(args[2]))
     try:
+
         def head_conditions(tokens):
             conds.clear()
             with torch.no_grad():
                 model.model(batch, tokens, generator=torch.Generator().manual_seed(3))
-            return conds[0]                                    # (M * mul, W): z of masked tokens
+            return conds[0]  # (M * mul, W): z of masked tokens
 
         base = head_conditions(x)
         noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
         assert torch.equal(head_conditions(torch.where(masked[..., None], noise, x)), base)
-        visible = torch.where(masked[..., None], x, noise)     # change only the visible tokens
+        visible = torch.where(masked[..., None], x, noise)  # change only the visible tokens
         assert (head_conditions(visible) - base).abs().max() > 1e-3
     finally:
         hook.remove()
@@ -82,8 +91,9 @@ def test_forward_is_seeded():
 def test_latents_path_equals_images_path():
     proc = tiny_model().processor
     x = random_images(4)
-    assert torch.equal(proc.encode_images(x),
-                       proc.encode_images(latents=proc.image_tokenizer.encode(x)))
+    assert torch.equal(
+        proc.encode_images(x), proc.encode_images(latents=proc.image_tokenizer.encode(x))
+    )
 
 
 def test_no_image_loss_and_no_text_loss_are_zero_not_nan():
@@ -99,8 +109,9 @@ def test_no_image_loss_and_no_text_loss_are_zero_not_nan():
 
 def test_text_kind_without_images():
     model = tiny_model()
-    batch, tokens = training_inputs(model.processor, ["digit one", "a red circle"],
-                                    ["text", "text"])
+    batch, tokens = training_inputs(
+        model.processor, ["digit one", "a red circle"], ["text", "text"]
+    )
     out = model.model(batch, tokens)
     assert tokens is None
     assert out["n_masked"] == 0 and out["n_text_tokens"] == 7 and out["loss"] > 0
@@ -133,8 +144,12 @@ def test_text_nll_counts_tokens():
 def test_save_load_round_trip_identical(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors",
-                                                    "tokenizer", "backbone"}  # pixels: no VAE
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "tokenizer",
+        "backbone",
+    }  # pixels: no VAE
     loaded = MMAR.from_pretrained(tmp_path)
     for (k, a), b in zip(model.model.state_dict().items(), loaded.model.state_dict().values()):
         assert torch.equal(a, b), k
@@ -156,8 +171,9 @@ def test_ema_weights_are_used(tmp_path):
     model.save_pretrained(tmp_path, ema_state_dict=ema)
     assert "ema.mask_token" in load_file(str(tmp_path / "model.safetensors"))
     assert torch.allclose(MMAR.from_pretrained(tmp_path).model.mask_token, net.mask_token + 1)
-    assert torch.equal(MMAR.from_pretrained(tmp_path, use_ema=False).model.mask_token,
-                       net.mask_token)
+    assert torch.equal(
+        MMAR.from_pretrained(tmp_path, use_ema=False).model.mask_token, net.mask_token
+    )
 
 
 def test_tied_embeddings_saved_once(tmp_path):

@@ -3,12 +3,12 @@
 
 import pytest
 import torch
-from helpers_model import CORPUS, random_images, tiny_model, one_thread  # noqa: F401 (fixture)
-from test_tokenizers_image import save_tiny_vae
 
+from helpers_model import CORPUS, one_thread, random_images, tiny_model  # noqa: F401 (fixture)
 from mmar.model.config import tiny_config
 from mmar.model.processor import MMARProcessor
 from mmar.tokenizers.config import ImageTokenizerConfig
+from test_tokenizers_image import save_tiny_vae
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +20,9 @@ def test_pack_drops_only_t2i_prompts(processor):
     texts, kinds = ["digit one", "digit one", "digit seven"], ["t2i", "t2i", "i2t"]
     kept = processor.pack(texts, kinds)
     dropped = processor.pack(texts, kinds, drop_prompt=[True, False, True])
-    n_words = (kept.labels != -100).sum(1)                          # CE targets per sample
-    assert n_words.tolist() == [2, 2, 3]                            # prompt words; words + eos
-    assert (dropped.labels != -100).sum(1).tolist() == [0, 2, 3]    # i2t captions never dropped
+    n_words = (kept.labels != -100).sum(1)  # CE targets per sample
+    assert n_words.tolist() == [2, 2, 3]  # prompt words; words + eos
+    assert (dropped.labels != -100).sum(1).tolist() == [0, 2, 3]  # i2t captions never dropped
     assert dropped.generative.tolist() == [True, True, False]
 
 
@@ -30,10 +30,10 @@ def test_dropout_rate_and_one_draw_per_sample(processor):
     kinds = ["t2i"] * 4000 + ["i2t"] * 1000
     gens = [torch.Generator().manual_seed(i) for i in range(len(kinds))]
     drop = processor.draw_prompt_dropout(kinds, gens)
-    assert not any(drop[4000:])                                     # only t2i prompts drop
+    assert not any(drop[4000:])  # only t2i prompts drop
     assert sum(drop[:4000]) / 4000 == pytest.approx(0.1, abs=0.015)  # tiny_config: 0.1
     again = [torch.Generator().manual_seed(i) for i in range(len(kinds))]
-    assert processor.draw_prompt_dropout(kinds, again) == drop      # a function of the seed
+    assert processor.draw_prompt_dropout(kinds, again) == drop  # a function of the seed
 
 
 def test_call_keeps_image_rows_of_image_samples(processor):
@@ -63,12 +63,12 @@ def test_encode_decode_round_trip_and_pil(processor):
     assert torch.allclose(processor.decode_tokens(tokens), x, atol=1e-6)
     pil = processor.postprocess(x)
     back = processor.preprocess(pil)
-    assert (back - x).abs().max() <= 1 / 255 + 1e-6               # 8-bit rounding only
+    assert (back - x).abs().max() <= 1 / 255 + 1e-6  # 8-bit rounding only
 
 
 def test_truncates_texts(processor):
     long = " ".join(["digit"] * 40)
-    assert len(processor.encode_texts([long])[0]) == 16            # tiny_config: max_text_len
+    assert len(processor.encode_texts([long])[0]) == 16  # tiny_config: max_text_len
 
 
 def test_checkpoint_carries_the_image_tokenizer_weights(tmp_path):
@@ -80,8 +80,11 @@ def test_checkpoint_carries_the_image_tokenizer_weights(tmp_path):
 
     vae_dir = tmp_path / "vae"
     save_tiny_vae(vae_dir)
-    cfg = tiny_config(image_tokenizer=ImageTokenizerConfig(
-        kind="diffusers", path=str(vae_dir), image_size=8, image_channels=3, patch_size=1))
+    cfg = tiny_config(
+        image_tokenizer=ImageTokenizerConfig(
+            kind="diffusers", path=str(vae_dir), image_size=8, image_channels=3, patch_size=1
+        )
+    )
     processor = MMARProcessor.from_config(cfg, CORPUS)
     ckpt = tmp_path / "ckpt"
     processor.save_pretrained(ckpt)

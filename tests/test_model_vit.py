@@ -1,15 +1,17 @@
 import pytest
 import torch
 
+from helpers_model import one_thread  # noqa: F401 (fixture)
 from mmar.model.config import ViTConfig
 from mmar.model.embedding_vit import EmbeddingViT, sincos_2d
-from helpers_model import one_thread  # noqa: F401 (fixture)
 
 
 @pytest.mark.parametrize("pos_emb", ["learned", "sincos"])
 def test_shapes_and_grad(pos_emb):
     torch.manual_seed(0)
-    vit = EmbeddingViT(4, ViTConfig(width=32, depth=2, num_heads=2, pos_emb=pos_emb), 16, (4, 4), 48)
+    vit = EmbeddingViT(
+        4, ViTConfig(width=32, depth=2, num_heads=2, pos_emb=pos_emb), 16, (4, 4), 48
+    )
     x = torch.randn(3, 16, 4, requires_grad=True)
     y = vit(x)
     assert y.shape == (3, 16, 48)
@@ -26,7 +28,7 @@ def test_bidirectional_every_token_sees_every_other():
 
 
 def test_sincos_2d_closed_form():
-    e = sincos_2d(8, (2, 3))                        # (6, 8): 4 channels row, 4 column
+    e = sincos_2d(8, (2, 3))  # (6, 8): 4 channels row, 4 column
     assert e.shape == (6, 8)
     # token (1, 2): row part [sin(1), sin(1e-2), cos(1), cos(1e-2)], column part at 2
     row = torch.tensor([1.0, 1.0]) * torch.tensor([1.0, 1e-2])

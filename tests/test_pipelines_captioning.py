@@ -3,9 +3,9 @@ and errors."""
 
 import pytest
 import torch
-from helpers_model import random_images, tiny_model, one_thread  # noqa: F401 (fixture)
 from PIL import Image
 
+from helpers_model import one_thread, random_images, tiny_model  # noqa: F401 (fixture)
 from mmar.data.images import pil_to_tensor
 from mmar.model.config import SamplingConfig
 from mmar.model.sequence import pack_sequences
@@ -31,7 +31,7 @@ def test_cached_greedy_equals_full_recompute(model):
                     break
                 # [bos][boi] img [eoi] y_<t [eos]: the logits before the eos slot predict y_t
                 batch = pack_sequences([row[:t]], ["i2t"], 16, proc.special)
-                h = net.hidden_states(batch, proc.encode_images(x[b:b + 1]))
+                h = net.hidden_states(batch, proc.encode_images(x[b : b + 1]))
                 assert net.logits(h[0, -2]).argmax().item() == row[t]
 
 
@@ -54,7 +54,7 @@ def test_sampling_is_seeded_and_batch_invariant(model):
     a = model.captioner.generate_ids(x, s, seed=0)
     assert torch.equal(a, model.captioner.generate_ids(x, s, seed=0))
     assert not torch.equal(a, model.captioner.generate_ids(x, s, seed=1))
-    alone = model.captioner.generate_ids(x[2:3], s, seed=2)       # image 2 uses seed 0 + 2
+    alone = model.captioner.generate_ids(x[2:3], s, seed=2)  # image 2 uses seed 0 + 2
     assert torch.equal(alone[0], a[2, : alone.shape[1]])
     chunked = model.captioner.generate_ids(x, s.replace(batch_size=3), seed=0)
     assert torch.equal(chunked[:, : a.shape[1]], a)

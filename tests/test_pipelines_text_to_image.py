@@ -4,17 +4,27 @@ seeding, golden numbers, output format, errors."""
 import numpy as np
 import pytest
 import torch
-from helpers_model import tiny_model, one_thread  # noqa: F401 (fixture)
 
 import mmar.pipelines.text_to_image as t2i_module
+from helpers_model import one_thread, tiny_model  # noqa: F401 (fixture)
 from mmar.config import ConfigError
 from mmar.model.config import SamplingConfig
 from mmar.model.masking import random_orders, reveal_steps
 
 S = SamplingConfig(num_iter=4, num_steps=3)
 # tests/test_pipelines_text_to_image.py::test_golden_numbers, measured on an AVX-512 CPU
-GOLDEN = [-103.41288, 232.3894, -1.71668, 0.408, -0.54042, -0.24976, -1.2179, 0.6262, 0.77214,
-          -0.94079]
+GOLDEN = [
+    -103.41288,
+    232.3894,
+    -1.71668,
+    0.408,
+    -0.54042,
+    -0.24976,
+    -1.2179,
+    0.6262,
+    0.77214,
+    -0.94079,
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +50,9 @@ def test_cached_equals_uncached(model, guidance):
 def test_tokens_depend_on_the_llm(model):
     # sanity for the test above: the condition z reaches the tokens
     s = S.replace(guidance_scale=1.0)
-    assert (tokens(model, ["digit one"], s) - tokens(model, ["a blue square"], s)).abs().max() > 1e-3
+    assert (
+        tokens(model, ["digit one"], s) - tokens(model, ["a blue square"], s)
+    ).abs().max() > 1e-3
 
 
 def test_seeded_reproducible_and_seed_matters(model):
@@ -52,8 +64,12 @@ def test_seeded_reproducible_and_seed_matters(model):
 def test_golden_numbers(model):
     """Seeded sampling on the fixed tiny model: a change of the sampling loop, the schedulers or
     the seeding moves these (update them deliberately); float rounding across CPUs does not."""
-    x = tokens(model, ["digit one", "", "a red circle"], SamplingConfig(num_iter=4, num_steps=3,
-               scheduler="ddpm", temperature=0.9), seed=7)
+    x = tokens(
+        model,
+        ["digit one", "", "a red circle"],
+        SamplingConfig(num_iter=4, num_steps=3, scheduler="ddpm", temperature=0.9),
+        seed=7,
+    )
     got = [x.sum().item(), x.abs().sum().item(), *x[0, :2].flatten().tolist()]
     want = GOLDEN
     assert got == pytest.approx(want, abs=2e-3), got
@@ -64,7 +80,7 @@ def test_reveal_steps_partition_every_row(num_iter):
     orders = random_orders(3, 16, torch.Generator().manual_seed(0))
     blocks = [r for _, r in reveal_steps(orders, num_iter)]
     assert len(blocks) == min(num_iter, 16)
-    revealed = torch.cat(blocks, dim=1)                                        # (3, 16)
+    revealed = torch.cat(blocks, dim=1)  # (3, 16)
     assert torch.equal(revealed.sort(dim=1).values, torch.arange(16).expand(3, 16))
 
 
@@ -79,9 +95,9 @@ def test_every_token_is_sampled_once(model, monkeypatch, num_iter):
 
     monkeypatch.setattr(t2i_module, "sample_tokens", spy)
     x = tokens(model, ["digit one", "a"], S.replace(num_iter=num_iter, num_steps=2))
-    assert sum(rows) == 2 * 16                 # each of the 16 tokens of both images, once
-    assert len(rows) == min(num_iter, 16)      # K > N: the empty steps are skipped
-    assert (x.abs().sum(-1) > 0).all()         # no token left at its initial zeros
+    assert sum(rows) == 2 * 16  # each of the 16 tokens of both images, once
+    assert len(rows) == min(num_iter, 16)  # K > N: the empty steps are skipped
+    assert (x.abs().sum(-1) > 0).all()  # no token left at its initial zeros
 
 
 def test_batch_invariance(model, monkeypatch):
@@ -96,7 +112,7 @@ def test_batch_invariance(model, monkeypatch):
 
     monkeypatch.setattr(t2i_module, "sample_tokens", spy)
     prompts = [f"digit {w}" for w in ("one", "seven")] * 10 + ["a red circle", ""] * 15  # 50
-    s = S.replace(scheduler="ddpm", temperature=1.0)       # noise at every step, not only x_T
+    s = S.replace(scheduler="ddpm", temperature=1.0)  # noise at every step, not only x_T
     batch = model.generate_images(prompts, s.replace(batch_size=16), seed=100)
     batch_draws, draws[:] = list(draws), []
     for i in (0, 17, 49):
@@ -108,7 +124,7 @@ def test_batch_invariance(model, monkeypatch):
         for k in range(per_iter):
             d = batch_draws[b * per_iter + k]
             r = draws[k].shape[1]
-            assert torch.equal(d[:, j * r:(j + 1) * r], draws[k]), (i, k)
+            assert torch.equal(d[:, j * r : (j + 1) * r], draws[k]), (i, k)
         draws[:] = []
         diff = np.abs(np.asarray(alone, np.int16) - np.asarray(batch[i], np.int16)).max()
         assert diff <= 2, (i, diff)
@@ -131,8 +147,11 @@ def test_returns_pil_of_right_size_and_mode(model):
 def test_rgb_images():
     from mmar.tokenizers.config import ImageTokenizerConfig
 
-    rgb = tiny_model(image_tokenizer=ImageTokenizerConfig(kind="pixels", image_size=8,
-                                                          image_channels=3, patch_size=2))
+    rgb = tiny_model(
+        image_tokenizer=ImageTokenizerConfig(
+            kind="pixels", image_size=8, image_channels=3, patch_size=2
+        )
+    )
     images = rgb.generate_images(["digit one"], S)
     assert images[0].mode == "RGB" and images[0].size == (8, 8)
 
@@ -141,8 +160,9 @@ def test_checkpoint_sampling_is_the_default(model):
     s = model.sampling.replace(num_iter=3, num_steps=2, scheduler="ddpm", temperature=0.5)
     m = tiny_model(sampling=s)
     assert torch.equal(m.generate_tokens(["a"]), m.generate_tokens(["a"], s))
-    assert torch.equal(m.generate_tokens(["a"], num_steps=3),
-                       m.generate_tokens(["a"], s.replace(num_steps=3)))
+    assert torch.equal(
+        m.generate_tokens(["a"], num_steps=3), m.generate_tokens(["a"], s.replace(num_steps=3))
+    )
 
 
 def test_temperature_with_deterministic_ddim_warns(model):
@@ -155,10 +175,15 @@ def test_empty_prompt_list_raises(model):
         model.generate_images([], S)
 
 
-@pytest.mark.parametrize("bad, match", [({"scheduler": "euler"}, "scheduler"),
-                                        ({"num_steps": 0}, "num_steps"),
-                                        ({"batch_size": -2}, "batch_size"),
-                                        ({"guidance": 3.0}, "no field")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"scheduler": "euler"}, "scheduler"),
+        ({"num_steps": 0}, "num_steps"),
+        ({"batch_size": -2}, "batch_size"),
+        ({"guidance": 3.0}, "no field"),
+    ],
+)
 def test_bad_sampling_raises(model, bad, match):
     with pytest.raises(ConfigError, match=match):
         model.generate_images(["a"], S, **bad)

@@ -12,12 +12,34 @@ from mmar.training.config import load_preset
 def test_quickstart_short_run_writes_every_output(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # judge trained afresh
     out = tmp_path / "qs"
-    rc = main(["quickstart", "--steps", "4", "--n-per-class", "1", "--samples-per-row", "2",
-               "--out", str(out), "--set", "train.progress=false", "train.batch_size=8"])
+    rc = main(
+        [
+            "quickstart",
+            "--steps",
+            "4",
+            "--n-per-class",
+            "1",
+            "--samples-per-row",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "train.progress=false",
+            "train.batch_size=8",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
-    for key in ("t2i_accuracy", "classifier_fid", "classifier_fid_real_floor", "caption_accuracy",
-                "judge_heldout_accuracy", "images_per_second", "train_seconds", "total_seconds"):
+    for key in (
+        "t2i_accuracy",
+        "classifier_fid",
+        "classifier_fid_real_floor",
+        "caption_accuracy",
+        "judge_heldout_accuracy",
+        "images_per_second",
+        "train_seconds",
+        "total_seconds",
+    ):
         assert key in res, key
     assert 0.0 <= res["t2i_accuracy"] <= 1.0 and 0.0 <= res["caption_accuracy"] <= 1.0
     assert res["train_steps"] == {"stage1": 2, "stage2": 2}

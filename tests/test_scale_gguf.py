@@ -31,8 +31,9 @@ def models():
     model = MMAR.from_config(cfg)
     model.model.eval()
     directory, file = shipped_gguf()
-    plain = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file,
-                                                 dtype=torch.float32).eval()
+    plain = AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=file, dtype=torch.float32
+    ).eval()
     return model, plain, build_gguf_tokenizer(directory, file)
 
 
@@ -49,7 +50,7 @@ def test_text_logits_equal_plain_transformers_model(models):
     texts = list(HELD_OUT_SENTENCES[:3])
     with torch.no_grad():
         batch = model.processor.pack(texts, ["text"] * len(texts))
-        logits = model.model.logits(model.model.hidden_states(batch))          # (B, L, V + 2)
+        logits = model.model.logits(model.model.hidden_states(batch))  # (B, L, V + 2)
         want = plain(input_ids=batch.input_ids, attention_mask=batch.valid.long()).logits
     valid = batch.valid
     got = logits[..., :SMOLLM2_VOCAB][valid]

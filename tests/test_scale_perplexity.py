@@ -5,12 +5,11 @@ import math
 
 import pytest
 import torch
-from helpers_model import CORPUS, one_thread  # noqa: F401  (fixture)
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from helpers_model import CORPUS, one_thread  # noqa: F401  (fixture)
 from mmar.cli import main
-from mmar.evaluation.text_perplexity import (HELD_OUT_SENTENCES, encode_sentences,
-                                             text_perplexity)
+from mmar.evaluation.text_perplexity import HELD_OUT_SENTENCES, encode_sentences, text_perplexity
 from mmar.model.config import tiny_config
 from mmar.pipelines.mmar import MMAR
 from mmar.tokenizers.text import add_image_tokens, build_word_tokenizer
@@ -25,9 +24,15 @@ def word_tokenizer():
 
 
 def tiny_lm(vocab: int):
-    cfg = AutoConfig.for_model("qwen2", vocab_size=vocab, hidden_size=16, num_hidden_layers=1,
-                               num_attention_heads=2, num_key_value_heads=1,
-                               intermediate_size=32)
+    cfg = AutoConfig.for_model(
+        "qwen2",
+        vocab_size=vocab,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+    )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(cfg)
 
@@ -64,12 +69,15 @@ def test_cli_json_on_a_saved_model(tmp_path, capsys):
     model.save_pretrained(tmp_path / "m")
     assert main(["perplexity", "--model", str(tmp_path / "m"), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
-    want = text_perplexity(MMAR.from_pretrained(tmp_path / "m").model.backbone,
-                           model.processor.tokenizer)
+    want = text_perplexity(
+        MMAR.from_pretrained(tmp_path / "m").model.backbone, model.processor.tokenizer
+    )
     assert report["perplexity"] == pytest.approx(want["perplexity"], rel=1e-6)
     assert report["source"] == str(tmp_path / "m")
-    assert main(["perplexity", "--model", str(tmp_path / "m"), "--json",
-                 str(tmp_path / "p.json")]) == 0
+    assert (
+        main(["perplexity", "--model", str(tmp_path / "m"), "--json", str(tmp_path / "p.json")])
+        == 0
+    )
     assert json.loads((tmp_path / "p.json").read_text())["tokens"] == report["tokens"]
 
 

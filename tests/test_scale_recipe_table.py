@@ -65,7 +65,7 @@ def test_trainable_counts_per_mode(table):
 def test_memory_formula(table):
     r = table["qwen2_0.5b_p4_stage1"]
     states = 4 * r["total"] + 16 * r["trainable"]
-    ddp = (states + 4 * r["vae"]) / 1024 ** 3 + r["activations_gib"]
+    ddp = (states + 4 * r["vae"]) / 1024**3 + r["activations_gib"]
     assert r["ddp_gib"] == pytest.approx(ddp)
     assert r["fsdp_gib"] < r["ddp_gib"]
     assert r["positions"] == 64 + 16 + 4 and r["per_gpu_batch"] == 512 // 8

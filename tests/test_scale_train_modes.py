@@ -8,8 +8,8 @@ modules; save_pretrained -> from_pretrained rebuilds a model with identical weig
 
 import pytest
 import torch
-from helpers_model import CORPUS, one_thread, random_images, training_inputs  # noqa: F401
 
+from helpers_model import CORPUS, one_thread, random_images, training_inputs  # noqa: F401
 from mmar.model.config import tiny_config
 from mmar.pipelines.mmar import MMAR
 from mmar.training.config import OptimConfig
@@ -101,8 +101,9 @@ def test_checkpoint_rebuilds_identical_model(tmp_path, mode):
     again = loaded.model.state_dict()
     assert again.keys() == after.keys()
     assert all(torch.equal(again[k], after[k]) for k in after)
-    assert [p.requires_grad for p in loaded.model.parameters()] == \
-        [p.requires_grad for p in model.model.parameters()]
+    assert [p.requires_grad for p in loaded.model.parameters()] == [
+        p.requires_grad for p in model.model.parameters()
+    ]
     model.model.eval(), loaded.model.eval()
     batch, tokens = training_inputs(model.processor, TEXTS, KINDS, random_images(4))
     with torch.no_grad():

@@ -35,7 +35,9 @@ def test_real_layout_has_mar_keys(real_ckpt):
         "decoder.conv_out.weight": (3, 128, 3, 3),
     }.items():
         assert tuple(sd[key].shape) == shape, key
-    assert not any(k.startswith("encoder.down.3.attn") or ".up." in k and ".attn." in k for k in sd)
+    assert not any(
+        k.startswith("encoder.down.3.attn") or (".up." in k and ".attn." in k) for k in sd
+    )
     assert (
         "decoder.up.0.upsample.conv.weight" not in sd
         and "encoder.down.4.downsample.conv.weight" not in sd
@@ -60,7 +62,7 @@ def test_load_mar_checkpoint_and_roundtrip_shapes(real_ckpt, generator):
 
 
 def test_load_bare_state_dict(real_ckpt, tmp_path):
-    _, sd = real_ckpt
+    _, _sd = real_ckpt
     small = KL16Tokenizer(image_size=32, _width=32)
     torch.save(small.state_dict(), tmp_path / "bare.pt")
     loaded = KL16Tokenizer(str(tmp_path / "bare.pt"), image_size=32, _width=32)
@@ -83,9 +85,7 @@ def test_load_raises_on_unexpected_key(tmp_path):
     sd["decoder.extra.weight"] = torch.zeros(1)
     path = tmp_path / "extra.ckpt"
     torch.save({"model": sd}, path)
-    with pytest.raises(
-        ValueError, match=r"extra.ckpt.*unexpected keys \['decoder.extra.weight'\]"
-    ):
+    with pytest.raises(ValueError, match=r"extra.ckpt.*unexpected keys \['decoder.extra.weight'\]"):
         KL16Tokenizer(str(path), image_size=32, _width=32)
 
 

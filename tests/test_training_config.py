@@ -6,7 +6,12 @@ import pytest
 
 from mmar.config import ConfigError
 from mmar.training.config import (
-    PRESETS_DIR, RunConfig, apply_overrides, load_preset, load_run_config)
+    PRESETS_DIR,
+    RunConfig,
+    apply_overrides,
+    load_preset,
+    load_run_config,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,10 +60,14 @@ def test_bad_ranges_raise():
 
 
 def test_overrides_parse_yaml_values_and_nest():
-    data = apply_overrides({"train": {"steps": 1}}, ["train.steps=7", "optim.lr=2e-3",
-                                                      "model.mask.ratio_min=0.0"])
-    assert data == {"train": {"steps": 7}, "optim": {"lr": 2e-3},
-                    "model": {"mask": {"ratio_min": 0.0}}}
+    data = apply_overrides(
+        {"train": {"steps": 1}}, ["train.steps=7", "optim.lr=2e-3", "model.mask.ratio_min=0.0"]
+    )
+    assert data == {
+        "train": {"steps": 7},
+        "optim": {"lr": 2e-3},
+        "model": {"mask": {"ratio_min": 0.0}},
+    }
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_overrides({}, ["train.steps"])
     assert load_preset("tiny", ["train.steps=30"]).train.steps == 30

@@ -26,8 +26,15 @@ def loss_curve(out: Path) -> list[dict]:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        cfg = load_preset("tiny", ["train.progress=false", "train.precision=fp32",
-                                   "train.ckpt_every=0", "train.device=cpu"])
+        cfg = load_preset(
+            "tiny",
+            [
+                "train.progress=false",
+                "train.precision=fp32",
+                "train.ckpt_every=0",
+                "train.device=cpu",
+            ],
+        )
         records = []
         Trainer(cfg, out, callbacks=[lambda t, r: records.append({k: r[k] for k in KEYS})]).fit()
         return records
@@ -50,7 +57,16 @@ if __name__ == "__main__":
 
     with tempfile.TemporaryDirectory() as tmp:
         curve = loss_curve(Path(tmp))
-    ASSET.write_text(json.dumps({"preset": "tiny", "precision": "fp32",
-                                 "cpu": torch.backends.cpu.get_cpu_capability(),
-                                 "steps": curve}, indent=1) + "\n")
+    ASSET.write_text(
+        json.dumps(
+            {
+                "preset": "tiny",
+                "precision": "fp32",
+                "cpu": torch.backends.cpu.get_cpu_capability(),
+                "steps": curve,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {ASSET}")

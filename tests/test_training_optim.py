@@ -33,8 +33,16 @@ def test_param_groups_decay_only_linear_and_conv_weights():
     assert decay["weight_decay"] == 0.02 and no_decay["weight_decay"] == 0.0
     assert sorted(decay["names"]) == ["conv.weight", "proj.weight"]
     assert sorted(no_decay["names"]) == sorted(
-        ["embed.weight", "proj.bias", "conv.bias", "norm.weight", "norm.bias", "mask_token",
-         "pos_embed"])
+        [
+            "embed.weight",
+            "proj.bias",
+            "conv.bias",
+            "norm.weight",
+            "norm.bias",
+            "mask_token",
+            "pos_embed",
+        ]
+    )
 
 
 def test_optimizer_holds_only_trainable_params_with_design_defaults():

@@ -63,8 +63,9 @@ def _logged_steps(out):
 def test_resume_after_kill9_gives_identical_final_weights(tmp_path):
     ref, run = tmp_path / "ref", tmp_path / "run"
     reference = subprocess.Popen(_cmd(ref), env=_env(), stderr=subprocess.PIPE)
-    victim = subprocess.Popen([sys.executable, "-c", BLOCKING_RUN, str(run)], env=_env(),
-                              stderr=subprocess.PIPE)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_RUN, str(run)], env=_env(), stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while not (10 in _logged_steps(run) and (run / "checkpoints" / "step_0000008").is_dir()):
         assert victim.poll() is None, victim.stderr.read().decode()
@@ -93,15 +94,25 @@ def test_resume_after_kill9_gives_identical_final_weights(tmp_path):
         assert not unequal, f"{name}: {unequal[:5]} differ after resume"
     # the EMA is stored once: "ema." tensors of model.safetensors, bookkeeping in state.json
     state = run / "checkpoints/step_0000012" / ckpt.STATE_DIR
-    assert sorted(p.name for p in state.iterdir()) == ["optimizer.pt", "rng.pt", "scheduler.pt",
-                                                        "state.json"]
-    ema_ref, ema_run = (json.loads((d / "checkpoints/step_0000012" / ckpt.STATE_DIR /
-                                    "state.json").read_text())["ema"] for d in (ref, run))
+    assert sorted(p.name for p in state.iterdir()) == [
+        "optimizer.pt",
+        "rng.pt",
+        "scheduler.pt",
+        "state.json",
+    ]
+    ema_ref, ema_run = (
+        json.loads((d / "checkpoints/step_0000012" / ckpt.STATE_DIR / "state.json").read_text())[
+            "ema"
+        ]
+        for d in (ref, run)
+    )
     assert ema_run == ema_ref and ema_run["num_updates"] == 12
     opt = "checkpoints/step_0000012/trainer_state/optimizer.pt"
     opt_a, opt_b = (torch.load(d / opt, weights_only=True) for d in (ref, run))
-    assert all(torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
-               for i in opt_a["state"])
+    assert all(
+        torch.equal(opt_a["state"][i]["exp_avg_sq"], opt_b["state"][i]["exp_avg_sq"])
+        for i in opt_a["state"]
+    )
 
 
 # --- a damaged newest checkpoint: fall back to the one before it -----------------------------
@@ -113,12 +124,21 @@ def stop_after(step):
     def callback(trainer, record):
         if record["step"] == step:
             raise Stop(step)
+
     return callback
 
 
 def tiny(*overrides):
-    return load_preset("tiny", ["train.progress=false", "train.steps=8", "train.ckpt_every=2",
-                                "train.keep_last=3", *overrides])
+    return load_preset(
+        "tiny",
+        [
+            "train.progress=false",
+            "train.steps=8",
+            "train.ckpt_every=2",
+            "train.keep_last=3",
+            *overrides,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -136,9 +156,15 @@ def _garbage(file):
     file.write_bytes(random.Random(0).randbytes(file.stat().st_size))
 
 
-@pytest.mark.parametrize("name, damage", [
-    (ckpt.WEIGHTS_FILE, _truncate), (ckpt.WEIGHTS_FILE, _garbage),
-    ("trainer_state/optimizer.pt", os.remove), ("trainer_state/state.json", _garbage)])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        (ckpt.WEIGHTS_FILE, _truncate),
+        (ckpt.WEIGHTS_FILE, _garbage),
+        ("trainer_state/optimizer.pt", os.remove),
+        ("trainer_state/state.json", _garbage),
+    ],
+)
 def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys, reference_final, name, damage):
     with pytest.raises(Stop):  # "killed" after the step-6 checkpoint
         Trainer(tiny(), tmp_path, callbacks=[stop_after(6)]).fit()
@@ -162,8 +188,10 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys, reference_final, na
 def test_resume_without_a_readable_checkpoint_names_the_files(tmp_path, capsys):
     with pytest.raises(Stop):
         Trainer(tiny(), tmp_path, callbacks=[stop_after(4)]).fit()
-    bad = [ckpt.checkpoint_path(tmp_path, 4) / ckpt.WEIGHTS_FILE,
-           ckpt.checkpoint_path(tmp_path, 2) / ckpt.STATE_DIR / "rng.pt"]
+    bad = [
+        ckpt.checkpoint_path(tmp_path, 4) / ckpt.WEIGHTS_FILE,
+        ckpt.checkpoint_path(tmp_path, 2) / ckpt.STATE_DIR / "rng.pt",
+    ]
     _truncate(bad[0])
     _garbage(bad[1])
     with pytest.raises(ckpt.CheckpointError) as e:
@@ -174,5 +202,8 @@ def test_resume_without_a_readable_checkpoint_names_the_files(tmp_path, capsys):
     assert "start a new run with another --out" in msg
     # `mmar train` reports it as it reports a missing checkpoint (a FileNotFoundError)
     rc = main(["train", "--config", "tiny", "--out", str(tmp_path), "--resume"])
-    assert rc == 1 and f"mmar train: --resume: no readable checkpoint under {tmp_path}" in \
-        capsys.readouterr().err
+    assert (
+        rc == 1
+        and f"mmar train: --resume: no readable checkpoint under {tmp_path}"
+        in capsys.readouterr().err
+    )

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import save_file
 
 from mmar.training import checkpoint as ckpt
-from mmar.training.metrics import MetricsLog, plot_loss
 from mmar.training.batching import draw_kind, sample_generator
 from mmar.training.data_order import ResumableBatchSampler, epoch_permutation
+from mmar.training.metrics import MetricsLog, plot_loss
 
 
 def _take(sampler, n):
@@ -90,10 +90,9 @@ def test_checkpoints_atomic_latest_keep_last_and_stale_tmp(tmp_path):
 
 def test_atomic_directory_leaves_nothing_on_error(tmp_path):
     final = tmp_path / "checkpoints" / "step_0000001"
-    with pytest.raises(RuntimeError):
-        with ckpt.atomic_directory(final) as tmp:
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), ckpt.atomic_directory(final) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("disk full")
     assert not final.exists() and os.listdir(final.parent) == []
 
 
@@ -117,11 +116,21 @@ def _save_linear_checkpoint(path, step=1):
     gen = torch.Generator().manual_seed(1)
     torch.rand(3, generator=gen)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({**{k: v.detach().clone() for k, v in model.state_dict().items()},
-               **{f"ema.{k}": v.clone() for k, v in ema.shadow.items()}},
-              str(path / ckpt.WEIGHTS_FILE))
-    info = {"step": step, "data": {}, "skipped": 0, "nan_skipped": 0, "samples": 0,
-            "run_config": {}}
+    save_file(
+        {
+            **{k: v.detach().clone() for k, v in model.state_dict().items()},
+            **{f"ema.{k}": v.clone() for k, v in ema.shadow.items()},
+        },
+        str(path / ckpt.WEIGHTS_FILE),
+    )
+    info = {
+        "step": step,
+        "data": {},
+        "skipped": 0,
+        "nan_skipped": 0,
+        "samples": 0,
+        "run_config": {},
+    }
     ckpt.save_trainer_state(path / ckpt.STATE_DIR, info, opt, sched, ema, gen)
     return info, opt, ema, gen
 
@@ -132,10 +141,12 @@ def test_trainer_state_round_trip(tmp_path):
     state = tmp_path / ckpt.STATE_DIR
     # the EMA is stored once: in model.safetensors; state.json keeps its bookkeeping
     assert sorted(os.listdir(state)) == ["optimizer.pt", "rng.pt", "scheduler.pt", "state.json"]
-    assert json.loads((state / "state.json").read_text())["ema"] == {"num_updates": 1,
-                                                                    "max_decay": 0.9}
+    assert json.loads((state / "state.json").read_text())["ema"] == {
+        "num_updates": 1,
+        "max_decay": 0.9,
+    }
 
-    model2, opt2, sched2, ema2 = _linear_state()
+    _model2, opt2, sched2, ema2 = _linear_state()
     gen2 = torch.Generator()
     assert not torch.equal(ema2.shadow["weight"], ema.shadow["weight"])
     assert ckpt.load_trainer_state(state, opt2, sched2, ema2, gen2) == info
@@ -166,8 +177,11 @@ def test_ema_shadow_of_tied_weights_found_under_any_of_their_names(tmp_path):
         save_file({f"ema.{stored}": w, stored: w.clone()}, str(tmp_path / f"{stored}.st"))
         shadow = ckpt.load_ema_shadow(tmp_path / f"{stored}.st", ["emb.weight"], model=model)
         assert shadow.keys() == {"emb.weight"} and torch.equal(shadow["emb.weight"], w)
-    with pytest.raises(ValueError, match=r"head\.weight\.st holds no 'ema\.' tensor for .*"
-                                         r"\['emb\.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"head\.weight\.st holds no 'ema\.' tensor for .*"
+        r"\['emb\.weight'\]",
+    ):
         ckpt.load_ema_shadow(tmp_path / "head.weight.st", ["emb.weight"])  # no model: no aliases
 
 
@@ -179,12 +193,18 @@ def _garbage(file):
     file.write_bytes(random.Random(0).randbytes(max(file.stat().st_size, 64)))
 
 
-@pytest.mark.parametrize("name, damage", [
-    ("model.safetensors", _truncate), ("model.safetensors", _garbage),
-    ("trainer_state/optimizer.pt", _truncate), ("trainer_state/rng.pt", _garbage),
-    ("trainer_state/scheduler.pt", os.remove), ("trainer_state/state.json", _truncate),
-    ("trainer_state/state.json", lambda f: f.write_text('{"step": 2}')),
-])
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("model.safetensors", _truncate),
+        ("model.safetensors", _garbage),
+        ("trainer_state/optimizer.pt", _truncate),
+        ("trainer_state/rng.pt", _garbage),
+        ("trainer_state/scheduler.pt", os.remove),
+        ("trainer_state/state.json", _truncate),
+        ("trainer_state/state.json", lambda f: f.write_text('{"step": 2}')),
+    ],
+)
 def test_damaged_checkpoint_is_named_and_skipped(tmp_path, name, damage):
     older, newer = ckpt.checkpoint_path(tmp_path, 1), ckpt.checkpoint_path(tmp_path, 2)
     _save_linear_checkpoint(older, step=1)
@@ -212,8 +232,14 @@ def test_no_readable_checkpoint(tmp_path):
 def test_metrics_log_nan_as_null_truncate_and_plot(tmp_path):
     log = MetricsLog(tmp_path / "metrics.jsonl")
     for step in (1, 2, 3):
-        log.append({"step": step, "loss": float("nan") if step == 2 else 1.0 / step,
-                    "loss_text": 0.5, "loss_diff": 0.5})
+        log.append(
+            {
+                "step": step,
+                "loss": float("nan") if step == 2 else 1.0 / step,
+                "loss_text": 0.5,
+                "loss_diff": 0.5,
+            }
+        )
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert json.loads(lines[1])["loss"] is None  # strict JSON
     log.truncate_after(2)

@@ -19,8 +19,17 @@ from mmar.training import checkpoint as ckpt
 from mmar.training.config import load_preset
 from mmar.training.trainer import Trainer, TrainingDiverged
 
-KEYS = {"step", "loss", "loss_text", "loss_diff", "lr", "grad_norm", "samples_per_s", "skipped",
-        "nan_skipped"}
+KEYS = {
+    "step",
+    "loss",
+    "loss_text",
+    "loss_diff",
+    "lr",
+    "grad_norm",
+    "samples_per_s",
+    "skipped",
+    "nan_skipped",
+}
 
 
 def tiny(*overrides):
@@ -37,8 +46,9 @@ class NaNMMAR(MMARModel):
     def forward(self, *args, **kwargs):
         out = super().forward(*args, **kwargs)
         self.calls += 1
-        if self.calls in self.nan_calls or (-1 in self.nan_calls and self.calls >= min(
-                c for c in self.nan_calls if c > 0)):
+        if self.calls in self.nan_calls or (
+            -1 in self.nan_calls and self.calls >= min(c for c in self.nan_calls if c > 0)
+        ):
             out["loss"] = out["loss"] * float("nan")
         return out
 
@@ -90,8 +100,10 @@ def test_time_budget_stops_and_saves(tmp_path):
 
 
 def test_grad_accum_consumes_micro_batches(tmp_path):
-    t = Trainer(tiny("train.grad_accum=3", "train.batch_size=4", "train.steps=2",
-                     "train.ckpt_every=0"), tmp_path)
+    t = Trainer(
+        tiny("train.grad_accum=3", "train.batch_size=4", "train.steps=2", "train.ckpt_every=0"),
+        tmp_path,
+    )
     summary = t.fit()
     assert summary["samples"] == 2 * 3 * 4
     assert t.data_position.state_dict() == {"epoch": 0, "offset": 24}
@@ -100,12 +112,16 @@ def test_grad_accum_consumes_micro_batches(tmp_path):
 
 def test_init_from_loads_ema_weights_not_optimizer_state(tmp_path):
     Trainer(tiny("train.steps=3"), tmp_path / "s1").fit()
-    cfg2 = tiny("train.steps=2", "model.mask.ratio_min=0.0",
-                f"train.init_from={tmp_path / 's1' / 'final'}")
+    cfg2 = tiny(
+        "train.steps=2", "model.mask.ratio_min=0.0", f"train.init_from={tmp_path / 's1' / 'final'}"
+    )
     t = Trainer(cfg2, tmp_path / "s2")
     saved = load_file(str(tmp_path / "s1" / "final" / "model.safetensors"))
-    name = "head.input_proj.weight" if "ema.head.input_proj.weight" in saved else next(
-        k[4:] for k in saved if k.startswith("ema."))
+    name = (
+        "head.input_proj.weight"
+        if "ema.head.input_proj.weight" in saved
+        else next(k[4:] for k in saved if k.startswith("ema."))
+    )
     assert torch.equal(t.model.state_dict()[name], saved[f"ema.{name}"])
     assert not torch.equal(saved[f"ema.{name}"], saved[name])  # EMA differs from raw
     assert t.optimizer.state_dict()["state"] == {} and t.step == 0
@@ -121,8 +137,14 @@ def test_corrupt_images_are_counted(tmp_path):
         (data / f"{i}.txt").write_text(f"noise number {i % 3}")
     for i in (3, 7):
         (data / f"{i}.png").write_bytes(b"not a png")
-    cfg = tiny("data.name=folder", f"data.path={data}", "data.test_fraction=0.0",
-               "data.channels=1", "train.steps=3", "train.batch_size=4")
+    cfg = tiny(
+        "data.name=folder",
+        f"data.path={data}",
+        "data.test_fraction=0.0",
+        "data.channels=1",
+        "train.steps=3",
+        "train.batch_size=4",
+    )
     summary = Trainer(cfg, tmp_path / "out").fit()
     # 3 steps x 4 = every item of the first epoch: both corrupt files seen once
     assert summary["skipped"] == 2
@@ -161,10 +183,25 @@ def test_callbacks_see_every_step_in_order(tmp_path):
     records = [r for name, r in calls if name == "first"]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert [r["checkpoint"] for r in records] == [
-        None, ckpt.checkpoint_path(tmp_path, 2), None, ckpt.checkpoint_path(tmp_path, 4),
-        ckpt.checkpoint_path(tmp_path, 5)]
-    assert set(records[0]) == {"step", "loss", "loss_text", "loss_diff", "lr", "grad_norm",
-                               "finite", "samples", "skipped", "nan_skipped", "checkpoint"}
+        None,
+        ckpt.checkpoint_path(tmp_path, 2),
+        None,
+        ckpt.checkpoint_path(tmp_path, 4),
+        ckpt.checkpoint_path(tmp_path, 5),
+    ]
+    assert set(records[0]) == {
+        "step",
+        "loss",
+        "loss_text",
+        "loss_diff",
+        "lr",
+        "grad_norm",
+        "finite",
+        "samples",
+        "skipped",
+        "nan_skipped",
+        "checkpoint",
+    }
     assert all(r["finite"] and r["loss"] > 0 and r["samples"] == 8 for r in records)
     # per step, whatever log_every: metrics.jsonl only has the last step
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -185,8 +222,12 @@ def test_callback_exception_stops_the_run(tmp_path):
     assert seen == [1, 2, 3] and t.step == 3
     assert not (tmp_path / "final").exists()
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2]
-    resumed = Trainer(tiny("train.steps=6", "train.ckpt_every=2"), tmp_path, resume=True,
-                      callbacks=[lambda trainer, record: seen.append(record["step"])])
+    resumed = Trainer(
+        tiny("train.steps=6", "train.ckpt_every=2"),
+        tmp_path,
+        resume=True,
+        callbacks=[lambda trainer, record: seen.append(record["step"])],
+    )
     assert resumed.fit()["step"] == 6
     assert seen == [1, 2, 3, 3, 4, 5, 6]  # restored steps are not replayed to callbacks
 
@@ -219,16 +260,31 @@ def test_ema_of_tied_weights_is_saved_once_and_resumed(tmp_path):
 
 def test_mmar_train_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["train", "--config", "tiny", "--out", str(out), "--steps", "5",
-               "--set", "train.ckpt_every=2", "train.keep_last=2", "train.progress=false"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--steps",
+            "5",
+            "--set",
+            "train.ckpt_every=2",
+            "train.keep_last=2",
+            "train.progress=false",
+        ]
+    )
     assert rc == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     assert all(set(r) == KEYS for r in records)
     assert all(r["loss"] > 0 and r["samples_per_s"] > 0 and r["lr"] > 0 for r in records)
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004",
-                                                                      "step_0000005"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_0000004",
+        "step_0000005",
+    ]
     assert (out / "config.yaml").is_file() and json.loads((out / "summary.json").read_text())
     model = MMAR.from_pretrained(out / "final").model
     saved = load_file(str(out / "final" / "model.safetensors"))

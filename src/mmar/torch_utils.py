@@ -32,8 +32,10 @@ def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, torch.T
     try:
         return load_file(str(path), device=device)
     except Exception as e:  # SafetensorError, OSError, ... whatever the damage
-        raise OSError(f"cannot read {path}: {e} (a truncated or corrupt file? copy it again or "
-                      "re-save the model)") from e
+        raise OSError(
+            f"cannot read {path}: {e} (a truncated or corrupt file? copy it again or "
+            "re-save the model)"
+        ) from e
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -47,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-size", type=int, default=10_000, help="latents per shard file")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     add_device_option(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the posterior draw (posterior: sample)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the posterior draw (posterior: sample)"
+    )
     p.set_defaults(func=run)
 
 
@@ -72,8 +74,12 @@ def _data_config(args: argparse.Namespace, tok_cfg: ImageTokenizerConfig) -> Dat
         return cfg.replace(path=args.data_path) if args.data_path else cfg
     # a bare name: size and channels follow the tokenizer, so the encoder accepts the images
     return DataConfig.from_dict(
-        {"name": args.data, "path": args.data_path, "image_size": tok_cfg.image_size,
-         "channels": tok_cfg.image_channels}
+        {
+            "name": args.data,
+            "path": args.data_path,
+            "image_size": tok_cfg.image_size,
+            "channels": tok_cfg.image_channels,
+        }
     )
 
 
@@ -95,11 +101,22 @@ def run(args: argparse.Namespace) -> int:
     generator = torch.Generator(device).manual_seed(args.seed)
     for split, ds in datasets.items():
         entry = write_latent_cache(
-            ds, tokenizer, args.out, split,
-            tokenizer_config=tok_cfg.to_dict(), data_config=data_cfg.to_dict(),
-            batch_size=args.batch_size, flip=not args.no_flip, shard_size=args.shard_size,
-            num_workers=args.num_workers, device=device, generator=generator, progress=True,
+            ds,
+            tokenizer,
+            args.out,
+            split,
+            tokenizer_config=tok_cfg.to_dict(),
+            data_config=data_cfg.to_dict(),
+            batch_size=args.batch_size,
+            flip=not args.no_flip,
+            shard_size=args.shard_size,
+            num_workers=args.num_workers,
+            device=device,
+            generator=generator,
+            progress=True,
         )
-        print(f"{split}: {entry['count']} latents in {len(entry['shards'])} shard(s), "
-              f"{entry['skipped']} skipped -> {Path(args.out) / split}")
+        print(
+            f"{split}: {entry['count']} latents in {len(entry['shards'])} shard(s), "
+            f"{entry['skipped']} skipped -> {Path(args.out) / split}"
+        )
     return 0

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmar.cli.options import CliError, add_model_options, add_sampling_options, load_model, \
-    sampling_from_args
+from mmar.cli.options import (
+    CliError,
+    add_model_options,
+    add_sampling_options,
+    load_model,
+    sampling_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="image k uses seed + k when sampling (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="image k uses seed + k when sampling (default 0)"
+    )
     add_sampling_options(p, image=False, text=True)
     p.set_defaults(func=run)
 

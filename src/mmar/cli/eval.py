@@ -8,8 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mmar.cli.options import CliError, add_json_option, add_model_options, add_sampling_options, \
-    check_model_dir, human_output, load_model, sampling_from_args, write_json
+from mmar.cli.options import (
+    CliError,
+    add_json_option,
+    add_model_options,
+    add_sampling_options,
+    check_model_dir,
+    human_output,
+    load_model,
+    sampling_from_args,
+    write_json,
+)
 
 DESCRIPTION = """\
 Evaluate an MMAR checkpoint on a built-in dataset's held-out split and print a table.
@@ -35,20 +44,36 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="evaluate a checkpoint: T2I accuracy, classifier-FID, captions, NLL",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "eval",
+        help="evaluate a checkpoint: T2I accuracy, classifier-FID, captions, NLL",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_model_options(p)
-    p.add_argument("--dataset", default=None, choices=["mnist", "digits", "shapes"],
-                   help="held-out data to score on (default: the checkpoint's training data if "
-                        "recorded, else mnist)")
-    p.add_argument("--n-per-class", type=int, default=20,
-                   help="digits: images generated per digit; shapes: 10 x N held-out captions "
-                        "as prompts; as many held-out images are captioned (default 20)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="sampling and held-out subset seed (default 0)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=["mnist", "digits", "shapes"],
+        help="held-out data to score on (default: the checkpoint's training data if "
+        "recorded, else mnist)",
+    )
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=20,
+        help="digits: images generated per digit; shapes: 10 x N held-out captions "
+        "as prompts; as many held-out images are captioned (default 20)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="sampling and held-out subset seed (default 0)"
+    )
     add_sampling_options(p)
-    p.add_argument("--inception-weights", default=None, metavar="FILE",
-                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds standard FID")
+    p.add_argument(
+        "--inception-weights",
+        default=None,
+        metavar="FILE",
+        help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth: adds standard FID",
+    )
     add_json_option(p)
     p.set_defaults(func=run)
 
@@ -66,8 +91,11 @@ def recorded_dataset(model_dir: Path) -> dict[str, Any] | None:
         data = json.loads(state.read_text()).get("run_config", {}).get("data")
         if isinstance(data, dict):
             return data
-    for run_yaml in (model_dir / "config.yaml", model_dir.parent / "config.yaml",
-                     model_dir.parent.parent / "config.yaml"):
+    for run_yaml in (
+        model_dir / "config.yaml",
+        model_dir.parent / "config.yaml",
+        model_dir.parent.parent / "config.yaml",
+    ):
         if run_yaml.is_file():
             data = (yaml.safe_load(run_yaml.read_text()) or {}).get("data")
             if isinstance(data, dict):
@@ -85,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
     dataset: str | DataConfig = args.dataset or "mnist"
     if args.dataset is None and (recorded := recorded_dataset(model_dir)) is not None:
         if recorded.get("name") not in EVAL_DATASETS:
-            raise CliError(f"the model was trained on '{recorded.get('name')}', which has no "
-                           f"built-in metrics; pass --dataset {{{','.join(EVAL_DATASETS)}}}")
+            raise CliError(
+                f"the model was trained on '{recorded.get('name')}', which has no "
+                f"built-in metrics; pass --dataset {{{','.join(EVAL_DATASETS)}}}"
+            )
         dataset = DataConfig.from_dict(recorded)
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
@@ -95,8 +125,15 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:  # ConfigError included: the data does not fit this model
         raise CliError(f"cannot evaluate {model_dir} on this data: {e}") from None
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731  progress on stderr, table on stdout
-    res = evaluate(model, data_cfg, n_per_class=args.n_per_class, seed=args.seed,
-                   sampling=sampling, inception_weights=args.inception_weights, log=log)
+    res = evaluate(
+        model,
+        data_cfg,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        sampling=sampling,
+        inception_weights=args.inception_weights,
+        log=log,
+    )
     res["model"] = str(model_dir)
     print(format_results(res), file=human_output(args))
     write_json(res, args.json)

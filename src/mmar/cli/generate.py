@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmar.cli.options import CliError, add_model_options, add_sampling_options, load_model, \
-    sampling_from_args
+from mmar.cli.options import (
+    CliError,
+    add_model_options,
+    add_sampling_options,
+    load_model,
+    sampling_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,8 +25,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "depend on --batch-size or on the other prompts.",
     )
     add_model_options(p)
-    p.add_argument("--prompt", action="append", required=True, metavar="TEXT",
-                   help="a prompt; repeat for several ('' = unconditional)")
+    p.add_argument(
+        "--prompt",
+        action="append",
+        required=True,
+        metavar="TEXT",
+        help="a prompt; repeat for several ('' = unconditional)",
+    )
     p.add_argument("--n", type=int, default=1, help="samples per prompt (default 1)")
     p.add_argument("--seed", type=int, default=0, help="image k uses seed + k (default 0)")
     add_sampling_options(p, image=True, text=False)

@@ -1,8 +1,8 @@
 """The options several sub-commands share, defined once: one flag name and meaning per concept.
 
-    --model DIR, --device, --no-ema      which checkpoint, on which device, raw or EMA weights
-    --num-iter ... --batch-size          the fields of SamplingConfig; unset = the checkpoint's
-    --json FILE                          write the command's results as JSON ("-": stdout)
+--model DIR, --device, --no-ema      which checkpoint, on which device, raw or EMA weights
+--num-iter ... --batch-size          the fields of SamplingConfig; unset = the checkpoint's
+--json FILE                          write the command's results as JSON ("-": stdout)
 """
 
 from __future__ import annotations
@@ -25,36 +25,59 @@ class CliError(Exception):
 # SamplingConfig field -> (flag, type, help); image: text-to-image, text: captioning
 _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
     "num_iter": ("--num-iter", int, "image", "masked-AR iterations K"),
-    "guidance_scale": ("--guidance-scale", float, "image",
-                       "classifier-free guidance scale w (1 = none), ramped with the revealed "
-                       "fraction"),
+    "guidance_scale": (
+        "--guidance-scale",
+        float,
+        "image",
+        "classifier-free guidance scale w (1 = none), ramped with the revealed fraction",
+    ),
     "scheduler": ("--scheduler", str, "image", "the diffusion head's noise scheduler: ddim | ddpm"),
     "num_steps": ("--num-steps", int, "image", "diffusion steps per token"),
     "eta": ("--eta", float, "image", "DDIM stochasticity in [0, 1] (0 = deterministic)"),
-    "temperature": ("--temperature", float, "image",
-                    "scales the noise the scheduler injects (DDPM, or DDIM with eta > 0); no "
-                    "effect with DDIM at eta 0"),
+    "temperature": (
+        "--temperature",
+        float,
+        "image",
+        "scales the noise the scheduler injects (DDPM, or DDIM with eta > 0); no "
+        "effect with DDIM at eta 0",
+    ),
     "max_new_tokens": ("--max-new-tokens", int, "text", "longest caption, in tokens"),
-    "text_temperature": ("--text-temperature", float, "text",
-                         "caption sampling temperature (0 = greedy)"),
-    "batch_size": ("--batch-size", int, "both", "prompts / images per forward pass (memory "
-                   "only: seeded results do not depend on it)"),
+    "text_temperature": (
+        "--text-temperature",
+        float,
+        "text",
+        "caption sampling temperature (0 = greedy)",
+    ),
+    "batch_size": (
+        "--batch-size",
+        int,
+        "both",
+        "prompts / images per forward pass (memory only: seeded results do not depend on it)",
+    ),
 }
 
 
 def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--model DIR, --device, --no-ema."""
-    p.add_argument("--model", required=required, metavar="DIR",
-                   help="checkpoint directory (mmar train's final/ or checkpoints/step_*, "
-                        "save_pretrained's, mmar quickstart's OUT)")
+    p.add_argument(
+        "--model",
+        required=required,
+        metavar="DIR",
+        help="checkpoint directory (mmar train's final/ or checkpoints/step_*, "
+        "save_pretrained's, mmar quickstart's OUT)",
+    )
     add_device_option(p)
-    p.add_argument("--no-ema", action="store_true",
-                   help="use the raw weights instead of the EMA weights")
+    p.add_argument(
+        "--no-ema", action="store_true", help="use the raw weights instead of the EMA weights"
+    )
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None,
-                   help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument(
+        "--device",
+        default=None,
+        help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)",
+    )
 
 
 def add_sampling_options(p: argparse.ArgumentParser, image: bool = True, text: bool = True) -> None:
@@ -76,8 +99,12 @@ def sampling_from_args(base: SamplingConfig, args: argparse.Namespace) -> Sampli
 
 
 def add_json_option(p: argparse.ArgumentParser, what: str = "the results") -> None:
-    p.add_argument("--json", default=None, metavar="FILE",
-                   help=f"also write {what} as JSON to FILE ('-' = stdout)")
+    p.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help=f"also write {what} as JSON to FILE ('-' = stdout)",
+    )
 
 
 def human_output(args: argparse.Namespace) -> Any:
@@ -102,8 +129,10 @@ def write_json(obj: Any, path: str | None) -> None:
 def check_model_dir(path: str) -> Path:
     d = Path(path)
     if not (d / "config.json").is_file():
-        raise CliError(f"--model {path} is not a checkpoint directory (no config.json); e.g. "
-                       "--model runs/quickstart")
+        raise CliError(
+            f"--model {path} is not a checkpoint directory (no config.json); e.g. "
+            "--model runs/quickstart"
+        )
     return d
 
 

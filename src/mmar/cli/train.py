@@ -21,21 +21,36 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train or resume an MMAR model from a YAML run config",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True,
-                   help="run config YAML (a path, or a preset name: tiny, mnist_stage1, "
-                        "mnist_stage2)")
-    p.add_argument("--out", default=None,
-                   help="output directory (default: runs/<config file name>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest complete checkpoint in OUT (optimizer, "
-                        "scheduler, EMA, RNG states and data position included)")
+        "train",
+        help="train or resume an MMAR model from a YAML run config",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="run config YAML (a path, or a preset name: tiny, mnist_stage1, mnist_stage2)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output directory (default: runs/<config file name>)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest complete checkpoint in OUT (optimizer, "
+        "scheduler, EMA, RNG states and data position included)",
+    )
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--set", nargs="+", action="extend", default=[], dest="overrides",
-                   metavar="KEY.PATH=VALUE",
-                   help="override config fields, values parsed as YAML, e.g. --set "
-                        "train.batch_size=16 model.mask.ratio_min=0.0")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        dest="overrides",
+        metavar="KEY.PATH=VALUE",
+        help="override config fields, values parsed as YAML, e.g. --set "
+        "train.batch_size=16 model.mask.ratio_min=0.0",
+    )
     p.set_defaults(func=run)
 
 
@@ -65,6 +80,5 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as e:
         print(f"mmar train: {e}", file=sys.stderr)
         return 1
-    print(f"done: step {summary['step']} ({summary['stopped']}), final model in "
-          f"{summary['final']}")
+    print(f"done: step {summary['step']} ({summary['stopped']}), final model in {summary['final']}")
     return 0

@@ -68,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _folder_images(folder: Path, num: int, size: int,
-                   generator: torch.Generator) -> list[torch.Tensor]:
+def _folder_images(
+    folder: Path, num: int, size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
     import torch
 
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -79,8 +80,9 @@ def _folder_images(folder: Path, num: int, size: int,
     return [load_image(files[i], channels=3, size=size) for i in pick.tolist()]
 
 
-def _builtin_images(name: str, num: int, size: int,
-                    generator: torch.Generator) -> list[torch.Tensor]:
+def _builtin_images(
+    name: str, num: int, size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
     import torch
 
     try:  # the data package is optional here: folders work without it
@@ -91,15 +93,20 @@ def _builtin_images(name: str, num: int, size: int,
             f"({e}); give a folder of images"
         ) from None
     # the data pipeline resizes and converts grey to RGB, as the VAE needs
-    dataset = build_dataset(DataConfig.from_dict({"name": name, "image_size": size,
-                                                  "channels": 3}), "train")
+    dataset = build_dataset(
+        DataConfig.from_dict({"name": name, "image_size": size, "channels": 3}), "train"
+    )
     pick = torch.randperm(len(dataset), generator=generator)[:num].sort().values
     items = (dataset[i] for i in pick.tolist())
     return [item["image"].float() for item in items if item is not None]  # (3, S, S) each
 
 
-def estimate_scale(tokenizer: ImageTokenizer, images: list[torch.Tensor], batch_size: int,
-                   generator: torch.Generator) -> dict[str, Any]:
+def estimate_scale(
+    tokenizer: ImageTokenizer,
+    images: list[torch.Tensor],
+    batch_size: int,
+    generator: torch.Generator,
+) -> dict[str, Any]:
     """Encode images (scale 1.0) and return mean, std, scale = 1/std of all latent elements."""
     import torch
 
@@ -154,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     report = human_output(args)
     print(f"images {result['num_images']}, latents {tuple(result['latent_shape'])}", file=report)
     print(f"mean {result['mean']:.6f}  std {result['std']:.6f}", file=report)
-    print(f"estimated scale 1/std = {result['scale']:.6f}  (set image_tokenizer.scale)",
-          file=report)
+    print(
+        f"estimated scale 1/std = {result['scale']:.6f}  (set image_tokenizer.scale)", file=report
+    )
     write_json(result, args.json)
     return 0

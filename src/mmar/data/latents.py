@@ -32,8 +32,13 @@ FORMAT = "mmar-latents"
 VERSION = 1
 
 
-def _write_shard(directory: Path, k: int, latents: list[torch.Tensor], flips: list[torch.Tensor],
-                 labels: list[torch.Tensor]) -> str:
+def _write_shard(
+    directory: Path,
+    k: int,
+    latents: list[torch.Tensor],
+    flips: list[torch.Tensor],
+    labels: list[torch.Tensor],
+) -> str:
     from safetensors.torch import save_file
 
     name = f"shard-{k:05d}.safetensors"
@@ -112,14 +117,25 @@ def write_latent_cache(
             shards.append(_write_shard(split_dir, len(shards), *buf))
     if count == 0:
         raise ValueError(f"cache-latents: no readable image in split '{split}' ({skipped} skipped)")
-    entry = {"count": count, "skipped": skipped, "flip": flip, "shards": shards,
-             "captions": "captions.jsonl"}
+    entry = {
+        "count": count,
+        "skipped": skipped,
+        "flip": flip,
+        "shards": shards,
+        "captions": "captions.jsonl",
+    }
     if manifest.get("latent_shape", shape) != shape:
         raise ValueError(
             f"{manifest_path}: latent shape {shape} differs from {manifest['latent_shape']}"
         )
-    manifest.update(format=FORMAT, version=VERSION, tokenizer=tokenizer_config, data=data_config,
-                    latent_shape=shape, scale=float(tokenizer.scale))
+    manifest.update(
+        format=FORMAT,
+        version=VERSION,
+        tokenizer=tokenizer_config,
+        data=data_config,
+        latent_shape=shape,
+        scale=float(tokenizer.scale),
+    )
     manifest.setdefault("splits", {})[split] = entry
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return entry
@@ -179,8 +195,12 @@ class LatentDataset(torch.utils.data.Dataset):
         if self.flip == "random":
             flipped = bool(np.random.default_rng((self.seed, self.epoch, i)).integers(2))
         latents = self.flipped[i] if flipped and self.flipped is not None else self.latents[i]
-        return {"latents": latents, "text": self.texts[i], "label": int(self.labels[i]),
-                "key": index}
+        return {
+            "latents": latents,
+            "text": self.texts[i],
+            "label": int(self.labels[i]),
+            "key": index,
+        }
 
     def captions(self) -> list[str]:
         return list(self.texts)

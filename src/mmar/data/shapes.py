@@ -141,8 +141,9 @@ def _to_uint8_hwc(image: Image.Image | np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
 
 
-def check_shapes(image: Image.Image | np.ndarray | torch.Tensor,
-                 min_pixels: int | None = None) -> list[ShapeSpec]:
+def check_shapes(
+    image: Image.Image | np.ndarray | torch.Tensor, min_pixels: int | None = None
+) -> list[ShapeSpec]:
     """Read the objects of an image back from its pixels, in quadrant order.
 
     image: PIL RGB, (H, W, 3) array in 0..255, or (3, H, W) tensor in [-1, 1].
@@ -165,8 +166,10 @@ def check_shapes(image: Image.Image | np.ndarray | torch.Tensor,
         color = list(COLORS)[int(((palette - mean) ** 2).sum(axis=1).argmin())]
         fill = len(ys) / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
         shape = (
-            "square" if fill >= _SQUARE_MIN_FILL
-            else "circle" if fill >= _CIRCLE_MIN_FILL
+            "square"
+            if fill >= _SQUARE_MIN_FILL
+            else "circle"
+            if fill >= _CIRCLE_MIN_FILL
             else "triangle"
         )
         row, col = int(ys.mean() >= size / 2), int(xs.mean() >= size / 2)
@@ -221,9 +224,7 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def captions(self) -> list[str]:
         """Every caption this dataset can produce (all singles; all pairs with two_objects)."""
-        singles = [
-            ShapeSpec(c, s, p) for c, s, p in itertools.product(COLORS, SHAPES, POSITIONS)
-        ]
+        singles = [ShapeSpec(c, s, p) for c, s, p in itertools.product(COLORS, SHAPES, POSITIONS)]
         out = [caption_for([s]) for s in singles]
         if self.two_objects:
             out += [

@@ -18,8 +18,10 @@ import glob
 import io
 import logging
 import random
+from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,8 +74,10 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         super().__init__()
         self.urls = expand_shards(shards)
         self.image_size, self.channels = image_size, channels
-        explicit = rank is not None and world_size is not None
-        if (rank is None) != (world_size is None) or (explicit and not 0 <= rank < world_size):
+        bad = (rank is None) != (world_size is None) or (
+            rank is not None and world_size is not None and not 0 <= rank < world_size
+        )
+        if bad:
             raise ValueError(
                 f"webdataset: give both rank and world_size with 0 <= rank < world_size "
                 f"(got rank={rank}, world_size={world_size}), or neither to use torch.distributed"
@@ -93,7 +97,7 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         log.warning("webdataset: skipping a damaged member: %r", exn)
         return True  # continue
 
-    def _split_by_rank(self, src):
+    def _split_by_rank(self, src: Iterable[str]) -> Iterator[str]:
         import webdataset as wds
 
         if self.rank is None:
@@ -101,7 +105,7 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         else:
             yield from islice(src, self.rank, None, self.world_size)
 
-    def _decode(self, sample: dict) -> dict | None:
+    def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
         image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
         if image is None or "txt" not in sample:
@@ -115,10 +119,14 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             self.skipped.append(key)
             log.warning("webdataset: skipping %s: unreadable (%s)", key, e)
             return None
-        return {"image": x, "text": sample["txt"].decode("utf-8").strip(), "label": label,
-                "key": key}
+        return {
+            "image": x,
+            "text": sample["txt"].decode("utf-8").strip(),
+            "label": label,
+            "key": key,
+        }
 
-    def _pipeline(self):
+    def _pipeline(self) -> Any:  # a webdataset.DataPipeline
         import webdataset as wds
 
         shard_seed = self.seed * 1_000_003 + self.epoch if self.shuffle_buffer else None
@@ -136,7 +144,7 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
         return wds.DataPipeline(*stages)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
         for sample in self._pipeline():
             yield self._decode(sample)
 
@@ -153,14 +161,16 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         return [s["txt"].decode("utf-8").strip() for s in pipe if "txt" in s]
 
 
-def webdataset_dataset(cfg: DataConfig, split: str, rank=None, world_size=None) -> TarShardDataset:
+def webdataset_dataset(
+    cfg: DataConfig, split: str, rank: int | None = None, world_size: int | None = None
+) -> TarShardDataset:
     if split == "test" and cfg.test_path is None:
         raise ValueError(
             "webdataset: no held-out shards; set DataConfig.test_path, e.g. "
             "test_path: data/test-{000..001}.tar"
         )
     return TarShardDataset(
-        cfg.test_path if split == "test" else cfg.path,
+        cfg.test_path if split == "test" and cfg.test_path is not None else cfg.require_path(),
         cfg.image_size,
         cfg.image_channels,
         rank=rank,

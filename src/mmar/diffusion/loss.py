@@ -15,9 +15,14 @@ from mmar.diffusion.parameterization import compute_dtype, q_sample, training_ta
 from mmar.diffusion.schedule import NoiseSchedule
 
 
-def diffusion_loss(head: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor,
-                   schedule: NoiseSchedule, parameterization: str = "v",
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def diffusion_loss(
+    head: torch.nn.Module,
+    x0: torch.Tensor,
+    cond: torch.Tensor,
+    schedule: NoiseSchedule,
+    parameterization: str = "v",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The v-prediction loss (default ``parameterization="v"``), per row.
 
     head: maps (x_t (M, D), t (M,), cond (M, C)) -> (M, D).
@@ -26,6 +31,7 @@ def diffusion_loss(head: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor,
     must live on x0's device (None: torch's default generator).
     Returns (M,) per-row MSE; the caller averages over masked tokens.
     """
+    # fmt: off
     if x0.ndim != 2 or cond.ndim != 2 or x0.shape[0] != cond.shape[0]:
         raise ValueError(f"diffusion_loss: expected x0 (M, D) and cond (M, C) with the same M, "
                          f"got x0 {tuple(x0.shape)} and cond {tuple(cond.shape)}")
@@ -39,3 +45,4 @@ def diffusion_loss(head: torch.nn.Module, x0: torch.Tensor, cond: torch.Tensor,
     out = head(x_t, t, cond)                                                               # (M, D)
     # the head may run under bf16 autocast; the error is taken in float32
     return ((out.to(target.dtype) - target) ** 2).mean(dim=-1)                             # (M,)
+    # fmt: on

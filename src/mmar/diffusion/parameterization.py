@@ -25,8 +25,9 @@ def compute_dtype(*xs: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
 
 
-def _coefficients(ab: torch.Tensor, like: torch.Tensor,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _coefficients(
+    ab: torch.Tensor, like: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(sqrt(ab), sqrt(1-ab)) computed in ab's precision, then cast to the working dtype on the
     data's device (a no-op when the schedule already lives there)."""
     return ab.sqrt().to(like.device, dtype), (1 - ab).sqrt().to(like.device, dtype)
@@ -34,8 +35,10 @@ def _coefficients(ab: torch.Tensor, like: torch.Tensor,
 
 def _check_kind(kind: str) -> None:
     if kind not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {list(PARAMETERIZATIONS)}, "
-                         f"got {kind!r} (set DiffusionConfig.parameterization, e.g. 'v')")
+        raise ValueError(
+            f"parameterization must be one of {list(PARAMETERIZATIONS)}, "
+            f"got {kind!r} (set DiffusionConfig.parameterization, e.g. 'v')"
+        )
 
 
 def q_sample(x0: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
@@ -81,8 +84,9 @@ def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, ab: torch.Tensor) -> torch.
     return (x_t.to(dt) - a * x0.to(dt)) / s
 
 
-def training_target(kind: str, x0: torch.Tensor, eps: torch.Tensor,
-                    ab: torch.Tensor) -> torch.Tensor:
+def training_target(
+    kind: str, x0: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor
+) -> torch.Tensor:
     """What the head regresses for parameterisation ``kind``: eps, v or x0.  -> (M, D)"""
     _check_kind(kind)
     dt = compute_dtype(x0, eps)
@@ -91,16 +95,19 @@ def training_target(kind: str, x0: torch.Tensor, eps: torch.Tensor,
     return eps.to(dt) if kind == "eps" else x0.to(dt)
 
 
-def predict_x0_and_eps(kind: str, output: torch.Tensor, x_t: torch.Tensor,
-                       ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_x0_and_eps(
+    kind: str, output: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x0_hat, eps_hat) from the head's ``output`` under parameterisation ``kind``.
 
     output, x_t: (M, D); ab: (M, 1) or 0-d -> two (M, D) tensors in the working dtype.
     """
     _check_kind(kind)
     if output.shape != x_t.shape:
-        raise ValueError(f"predict_x0_and_eps: output shape {tuple(output.shape)} != "
-                         f"x_t shape {tuple(x_t.shape)}")
+        raise ValueError(
+            f"predict_x0_and_eps: output shape {tuple(output.shape)} != "
+            f"x_t shape {tuple(x_t.shape)}"
+        )
     dt = compute_dtype(output, x_t)
     if kind == "v":
         return x0_from_v(x_t, output, ab), eps_from_v(x_t, output, ab)

@@ -40,22 +40,24 @@ from mmar.diffusion.schedule import NoiseSchedule
 TABLE_TIMESTEPS = (0, 250, 500, 750, 900, 990, 999)
 
 
-def bf16_x0_rmse(schedule: NoiseSchedule, timesteps: list[int], kind: str, x0: torch.Tensor,
-                 eps: torch.Tensor) -> torch.Tensor:
+def bf16_x0_rmse(
+    schedule: NoiseSchedule, timesteps: list[int], kind: str, x0: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """RMSE of x0 recovered from the exact ``kind`` output rounded to bf16 -> float64 (K,).
 
     x0, eps: float64 (N,) oracle samples, shared by every t.
     """
-    ab = schedule.ab(torch.tensor(timesteps, device=schedule.device))             # (K, 1)
-    x_t = q_sample(x0[None], eps[None], ab)                                       # (K, N)
-    exact = training_target(kind, x0[None], eps[None], ab).expand_as(x_t)         # (K, N)
-    rounded = exact.to(torch.bfloat16).to(torch.float64)                          # (K, N)
-    x0_hat, _ = predict_x0_and_eps(kind, rounded, x_t, ab)                        # (K, N)
-    return (x0_hat - x0[None]).pow(2).mean(dim=1).sqrt()                          # (K,)
+    ab = schedule.ab(torch.tensor(timesteps, device=schedule.device))  # (K, 1)
+    x_t = q_sample(x0[None], eps[None], ab)  # (K, N)
+    exact = training_target(kind, x0[None], eps[None], ab).expand_as(x_t)  # (K, N)
+    rounded = exact.to(torch.bfloat16).to(torch.float64)  # (K, N)
+    x0_hat, _ = predict_x0_and_eps(kind, rounded, x_t, ab)  # (K, N)
+    return (x0_hat - x0[None]).pow(2).mean(dim=1).sqrt()  # (K,)
 
 
-def ddim_amplification(schedule: NoiseSchedule, timesteps: list[int], kind: str,
-                       num_steps: int = 50) -> torch.Tensor:
+def ddim_amplification(
+    schedule: NoiseSchedule, timesteps: list[int], kind: str, num_steps: int = 50
+) -> torch.Tensor:
     """|d x_s / d output| of one eta = 0 DDIM step t -> s = t - stride -> float64 (K,)."""
     if kind not in ("eps", "v"):
         raise ValueError(f"ddim_amplification: kind must be 'eps' or 'v', got {kind!r}")
@@ -63,9 +65,10 @@ def ddim_amplification(schedule: NoiseSchedule, timesteps: list[int], kind: str,
     stride = round((T - 1) / (num_steps - 1))
     t = torch.tensor(timesteps, device=schedule.device)
     s = t - stride
-    ab_t = schedule.alphas_cumprod[t]                                             # (K,)
-    ab_s = torch.where(s >= 0, schedule.alphas_cumprod[s.clamp(min=0)],
-                       torch.ones_like(ab_t))                                     # (K,)
+    ab_t = schedule.alphas_cumprod[t]  # (K,)
+    ab_s = torch.where(
+        s >= 0, schedule.alphas_cumprod[s.clamp(min=0)], torch.ones_like(ab_t)
+    )  # (K,)
     if kind == "eps":
         d = (1 - ab_s).sqrt() - (ab_s * (1 - ab_t) / ab_t).sqrt()
     else:
@@ -73,19 +76,25 @@ def ddim_amplification(schedule: NoiseSchedule, timesteps: list[int], kind: str,
     return d.abs()
 
 
-def precision_report(timesteps: Sequence[int] = TABLE_TIMESTEPS, samples: int = 65536,
-                     seed: int = 0, num_steps: int = 50,
-                     num_timesteps: int = 1000) -> dict[str, Any]:
+def precision_report(
+    timesteps: Sequence[int] = TABLE_TIMESTEPS,
+    samples: int = 65536,
+    seed: int = 0,
+    num_steps: int = 50,
+    num_timesteps: int = 1000,
+) -> dict[str, Any]:
     """``{"t", "rmse": {eps, v, x0}, "ddim_amplification": {eps, v}}`` as plain lists."""
     schedule = NoiseSchedule(num_timesteps)
     g = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(samples, generator=g, dtype=torch.float64)                   # (N,)
-    eps = torch.randn(samples, generator=g, dtype=torch.float64)                  # (N,)
+    x0 = torch.randn(samples, generator=g, dtype=torch.float64)  # (N,)
+    eps = torch.randn(samples, generator=g, dtype=torch.float64)  # (N,)
     ts = list(timesteps)
     # chunks of t keep the (K, N) float64 intermediates small for a dense grid
-    chunks = [ts[i:i + 64] for i in range(0, len(ts), 64)]
-    rmse = {k: torch.cat([bf16_x0_rmse(schedule, c, k, x0, eps) for c in chunks]).tolist()
-            for k in ("eps", "v", "x0")}
+    chunks = [ts[i : i + 64] for i in range(0, len(ts), 64)]
+    rmse = {
+        k: torch.cat([bf16_x0_rmse(schedule, c, k, x0, eps) for c in chunks]).tolist()
+        for k in ("eps", "v", "x0")
+    }
     amp = {k: ddim_amplification(schedule, ts, k, num_steps).tolist() for k in ("eps", "v")}
     return {"t": ts, "rmse": rmse, "ddim_amplification": amp}
 
@@ -93,19 +102,27 @@ def precision_report(timesteps: Sequence[int] = TABLE_TIMESTEPS, samples: int = 
 def format_table(report: dict, num_timesteps: int = 1000) -> str:
     """A fixed-width text table of a :func:`precision_report`."""
     ab = NoiseSchedule(num_timesteps).alphas_cumprod
-    head = (f"{'t':>5} {'alpha_bar':>10} | {'rmse eps':>10} {'rmse v':>10} {'rmse x0':>10} | "
-            f"{'ddim amp eps':>12} {'ddim amp v':>10}")
-    lines = ["x0 RMSE from the exact output rounded to bf16; DDIM (eta=0, 50 steps) "
-             "|d x_s / d output|", head, "-" * len(head)]
+    head = (
+        f"{'t':>5} {'alpha_bar':>10} | {'rmse eps':>10} {'rmse v':>10} {'rmse x0':>10} | "
+        f"{'ddim amp eps':>12} {'ddim amp v':>10}"
+    )
+    lines = [
+        "x0 RMSE from the exact output rounded to bf16; DDIM (eta=0, 50 steps) |d x_s / d output|",
+        head,
+        "-" * len(head),
+    ]
     r, a = report["rmse"], report["ddim_amplification"]
     for i, t in enumerate(report["t"]):
-        lines.append(f"{t:>5} {ab[t].item():>10.3e} | {r['eps'][i]:>10.3e} {r['v'][i]:>10.3e} "
-                     f"{r['x0'][i]:>10.3e} | {a['eps'][i]:>12.3e} {a['v'][i]:>10.3e}")
+        lines.append(
+            f"{t:>5} {ab[t].item():>10.3e} | {r['eps'][i]:>10.3e} {r['v'][i]:>10.3e} "
+            f"{r['x0'][i]:>10.3e} | {a['eps'][i]:>12.3e} {a['v'][i]:>10.3e}"
+        )
     return "\n".join(lines)
 
 
-def plot_precision(path: str, samples: int = 16384, seed: int = 0, num_steps: int = 50,
-                   num_timesteps: int = 1000) -> None:
+def plot_precision(
+    path: str, samples: int = 16384, seed: int = 0, num_steps: int = 50, num_timesteps: int = 1000
+) -> None:
     """Log-scale plot of :func:`precision_report` over every t to ``path`` (PNG)."""
     import matplotlib
 
@@ -116,14 +133,17 @@ def plot_precision(path: str, samples: int = 16384, seed: int = 0, num_steps: in
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for k in ("eps", "v", "x0"):
         ax1.semilogy(rep["t"], rep["rmse"][k], label=f"{k}-prediction")
-    ax1.axhline(2.0 ** -8, color="gray", ls=":", label="bf16 unit roundoff 2^-8")
+    ax1.axhline(2.0**-8, color="gray", ls=":", label="bf16 unit roundoff 2^-8")
     ax1.set(xlabel="t", ylabel="RMSE of x0_hat", title="exact output rounded to bf16")
     for k in ("eps", "v"):
         ax2.semilogy(rep["t"], rep["ddim_amplification"][k], label=f"{k}-prediction")
     ax2.axhline(1.0, color="gray", ls=":")
     stride = round((num_timesteps - 1) / (num_steps - 1))
-    ax2.set(xlabel="t", ylabel="|d x_s / d output|",
-            title=f"DDIM eta=0 step t -> t-{stride} ({num_steps}-step grid)")
+    ax2.set(
+        xlabel="t",
+        ylabel="|d x_s / d output|",
+        title=f"DDIM eta=0 step t -> t-{stride} ({num_steps}-step grid)",
+    )
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()

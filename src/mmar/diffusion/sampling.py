@@ -30,11 +30,17 @@ def noise_draws(scheduler: NoiseScheduler, num_steps: int, temperature: float) -
     return num_steps if scheduler.injects_noise(temperature) and num_steps > 1 else 1
 
 
-def sample_tokens(head: DiffusionHead, cond: torch.Tensor, scheduler: NoiseScheduler,
-                  num_steps: int, uncond: torch.Tensor | None = None,
-                  guidance_scale: float | torch.Tensor = 1.0, temperature: float = 1.0,
-                  generator: torch.Generator | None = None,
-                  noise: torch.Tensor | None = None) -> torch.Tensor:
+def sample_tokens(
+    head: DiffusionHead,
+    cond: torch.Tensor,
+    scheduler: NoiseScheduler,
+    num_steps: int,
+    uncond: torch.Tensor | None = None,
+    guidance_scale: float | torch.Tensor = 1.0,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Draw one token per row of ``cond`` -> x0 (M, D), D = ``head.token_dim``.
 
     cond, uncond: (M, C) conditioned / unconditioned z; no guidance when ``uncond`` is None or
@@ -45,6 +51,7 @@ def sample_tokens(head: DiffusionHead, cond: torch.Tensor, scheduler: NoiseSched
     noise: (S, M, D) with S = ``noise_draws(scheduler, num_steps, temperature)``: noise[0] is
       x_T, noise[i + 1] the noise step i injects.
     """
+    # fmt: off
     if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
         raise TypeError(f"sample_tokens: scheduler must be a DDIMScheduler/DDPMScheduler, got "
                         f"{type(scheduler).__name__} (argument order: head, cond, scheduler, "
@@ -91,3 +98,4 @@ def sample_tokens(head: DiffusionHead, cond: torch.Tensor, scheduler: NoiseSched
         x = scheduler.step(out, t, x, generator=generator, temperature=temperature,
                            noise=step_noise)                                           # (M, D)
     return x
+    # fmt: on

@@ -19,8 +19,8 @@ import math
 
 import torch
 
-COSINE_S = 0.008      # IDDPM's offset: keeps beta_0 from being vanishingly small
-MAX_BETA = 0.999      # IDDPM's clip: keeps the last beta below 1 (alpha_bar_T > 0)
+COSINE_S = 0.008  # IDDPM's offset: keeps beta_0 from being vanishingly small
+MAX_BETA = 0.999  # IDDPM's clip: keeps the last beta below 1 (alpha_bar_T > 0)
 
 
 def cosine_alpha_bar(num_timesteps: int) -> torch.Tensor:
@@ -30,12 +30,14 @@ def cosine_alpha_bar(num_timesteps: int) -> torch.Tensor:
     for T = 1000 (almost pure noise; only the 0.999 clip keeps it above 0).
     """
     if not isinstance(num_timesteps, int) or num_timesteps < 2:
-        raise ValueError(f"cosine_alpha_bar: num_timesteps must be an int >= 2, "
-                         f"got {num_timesteps!r} (e.g. 1000)")
-    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps     # (T+1,)
-    f = torch.cos((steps + COSINE_S) / (1 + COSINE_S) * math.pi / 2) ** 2            # (T+1,)
-    betas = (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)                                 # (T,)
-    return torch.cumprod(1 - betas, dim=0)                                           # (T,)
+        raise ValueError(
+            f"cosine_alpha_bar: num_timesteps must be an int >= 2, "
+            f"got {num_timesteps!r} (e.g. 1000)"
+        )
+    steps = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps  # (T+1,)
+    f = torch.cos((steps + COSINE_S) / (1 + COSINE_S) * math.pi / 2) ** 2  # (T+1,)
+    betas = (1 - f[1:] / f[:-1]).clamp(max=MAX_BETA)  # (T,)
+    return torch.cumprod(1 - betas, dim=0)  # (T,)
 
 
 class NoiseSchedule:
@@ -48,29 +50,32 @@ class NoiseSchedule:
 
     def __init__(self, num_timesteps: int = 1000, device: torch.device | str | None = None):
         self.num_timesteps = num_timesteps
-        self.alphas_cumprod = cosine_alpha_bar(num_timesteps).to(device)                # (T,)
+        self.alphas_cumprod = cosine_alpha_bar(num_timesteps).to(device)  # (T,)
         # sqrt(1 - ab) from the float64 table: exact even where ab ~ 1 (t ~ 0)
-        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()                           # (T,)
-        self.sqrt_one_minus_alphas_cumprod = (1 - self.alphas_cumprod).sqrt()           # (T,)
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()  # (T,)
+        self.sqrt_one_minus_alphas_cumprod = (1 - self.alphas_cumprod).sqrt()  # (T,)
 
     @property
     def device(self) -> torch.device:
         return self.alphas_cumprod.device
 
-    def to(self, device: torch.device | str) -> "NoiseSchedule":
+    def to(self, device: torch.device | str) -> NoiseSchedule:
         """A copy whose tables live on ``device``."""
         return NoiseSchedule(self.num_timesteps, device)
 
-    def _gather(self, table: torch.Tensor, t: torch.Tensor | int,
-                dtype: torch.dtype) -> torch.Tensor:
+    def _gather(
+        self, table: torch.Tensor, t: torch.Tensor | int, dtype: torch.dtype
+    ) -> torch.Tensor:
         if isinstance(t, int):
             if not 0 <= t < self.num_timesteps:
                 raise ValueError(f"NoiseSchedule: t={t} outside [0, {self.num_timesteps})")
-            return table[t].reshape(1, 1).to(dtype)                                     # (1, 1)
+            return table[t].reshape(1, 1).to(dtype)  # (1, 1)
         if t.dtype not in (torch.int64, torch.int32) or t.ndim > 1:
-            raise ValueError(f"NoiseSchedule: t must be an int or a (M,) integer tensor, "
-                             f"got dtype {t.dtype} shape {tuple(t.shape)}")
-        return table[t.to(table.device).reshape(-1)][:, None].to(t.device, dtype)       # (M, 1)
+            raise ValueError(
+                f"NoiseSchedule: t must be an int or a (M,) integer tensor, "
+                f"got dtype {t.dtype} shape {tuple(t.shape)}"
+            )
+        return table[t.to(table.device).reshape(-1)][:, None].to(t.device, dtype)  # (M, 1)
 
     def ab(self, t: torch.Tensor | int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """alpha_bar_t gathered at integer t (M,) -> (M, 1), float64 by default."""
@@ -80,8 +85,9 @@ class NoiseSchedule:
         """sqrt(alpha_bar_t) at integer t (M,) -> (M, 1), float32 for float32/bf16 data."""
         return self._gather(self.sqrt_alphas_cumprod, t, dtype)
 
-    def sqrt_one_minus_ab(self, t: torch.Tensor | int,
-                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def sqrt_one_minus_ab(
+        self, t: torch.Tensor | int, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         """sqrt(1 - alpha_bar_t) at integer t (M,) -> (M, 1), float32 for float32/bf16 data."""
         return self._gather(self.sqrt_one_minus_alphas_cumprod, t, dtype)
 

@@ -1,4 +1,5 @@
-"""DDIM and DDPM noise schedulers over a respaced cosine schedule, diffusers-style (docs/method.md §4).
+"""DDIM and DDPM noise schedulers over a respaced cosine schedule, diffusers-style
+(docs/method.md §4).
 
 ``set_timesteps(n)`` keeps n timesteps of the T-step training process, evenly spaced from T-1
 down to 0 (IDDPM/MAR ``space_timesteps``); ``step(output, t, x_t)`` goes from one kept timestep t
@@ -26,50 +27,62 @@ class _RespacedScheduler:
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v"):
         if prediction_type not in PARAMETERIZATIONS:
-            raise ValueError(f"{type(self).__name__}: prediction_type must be one of "
-                             f"{list(PARAMETERIZATIONS)}, got {prediction_type!r}")
+            raise ValueError(
+                f"{type(self).__name__}: prediction_type must be one of "
+                f"{list(PARAMETERIZATIONS)}, got {prediction_type!r}"
+            )
         self.schedule = schedule
         self.prediction_type = prediction_type
         self.num_train_timesteps = schedule.num_timesteps
         self.timesteps: torch.Tensor | None = None
         self._index: dict[int, int] = {}
 
-    def set_timesteps(self, num_inference_steps: int,
-                      device: torch.device | str | None = None) -> None:
+    def set_timesteps(
+        self, num_inference_steps: int, device: torch.device | str | None = None
+    ) -> None:
         """Keep ``num_inference_steps`` timesteps -> ``.timesteps`` descending long (n,)."""
         T = self.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
-            raise ValueError(f"{type(self).__name__}.set_timesteps: num_inference_steps must be "
-                             f"an int in [1, {T}], got {num_inference_steps!r} (e.g. 50)")
+            raise ValueError(
+                f"{type(self).__name__}.set_timesteps: num_inference_steps must be "
+                f"an int in [1, {T}], got {num_inference_steps!r} (e.g. 50)"
+            )
         device = self.schedule.device if device is None else torch.device(device)
         if num_inference_steps == 1:
             # one step must start from pure noise (IDDPM's spacing would keep only t = 0)
             kept = torch.tensor([T - 1], dtype=torch.float64)
         else:
             kept = torch.linspace(0, T - 1, num_inference_steps, dtype=torch.float64)
-        self.timesteps = kept.round().long().flip(0).to(device)                         # (n,)
+        self.timesteps = kept.round().long().flip(0).to(device)  # (n,)
         ab = self.schedule.alphas_cumprod.to(device)
-        self._ab_t = ab[self.timesteps]                                                 # (n,)
+        self._ab_t = ab[self.timesteps]  # (n,)
         # alpha_bar of the step's target s; 1 after the last step (the clean sample)
-        self._ab_prev = torch.cat([self._ab_t[1:], torch.ones(1, dtype=ab.dtype,
-                                                              device=device)])          # (n,)
+        self._ab_prev = torch.cat(
+            [self._ab_t[1:], torch.ones(1, dtype=ab.dtype, device=device)]
+        )  # (n,)
         self._index = {t: i for i, t in enumerate(self.timesteps.tolist())}
 
-    def _step_index(self, t: int | torch.Tensor, model_output: torch.Tensor,
-                    sample: torch.Tensor) -> int:
+    def _step_index(
+        self, t: int | torch.Tensor, model_output: torch.Tensor, sample: torch.Tensor
+    ) -> int:
         if self.timesteps is None:
             raise RuntimeError(f"{type(self).__name__}.step: call set_timesteps(n) first")
         i = self._index.get(int(t))
         if i is None:
-            raise ValueError(f"{type(self).__name__}.step: t={int(t)} is not one of the "
-                             f"{len(self._index)} timesteps set; pass an entry of .timesteps")
+            raise ValueError(
+                f"{type(self).__name__}.step: t={int(t)} is not one of the "
+                f"{len(self._index)} timesteps set; pass an entry of .timesteps"
+            )
         if model_output.shape != sample.shape:
-            raise ValueError(f"{type(self).__name__}.step: model_output shape "
-                             f"{tuple(model_output.shape)} != sample shape {tuple(sample.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}.step: model_output shape "
+                f"{tuple(model_output.shape)} != sample shape {tuple(sample.shape)}"
+            )
         return i
 
-    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor,
-                  t: int | torch.Tensor) -> torch.Tensor:
+    def add_noise(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: int | torch.Tensor
+    ) -> torch.Tensor:
         """x_t = sqrt(ab_t) x0 + sqrt(1-ab_t) noise; t an int or (M,) long -> (M, D)."""
         return q_sample(x0, noise, self.schedule.ab(t)).to(x0.dtype)
 
@@ -77,20 +90,26 @@ class _RespacedScheduler:
         """Whether ``step`` adds noise (then it uses ``noise`` or draws from its generator)."""
         raise NotImplementedError
 
-    def _noise(self, sample: torch.Tensor, generator: torch.Generator | None,
-               noise: torch.Tensor | None) -> torch.Tensor:
+    def _noise(
+        self, sample: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None
+    ) -> torch.Tensor:
         if noise is not None:
             if noise.shape != sample.shape:
-                raise ValueError(f"{type(self).__name__}.step: noise shape {tuple(noise.shape)} "
-                                 f"!= sample shape {tuple(sample.shape)}")
+                raise ValueError(
+                    f"{type(self).__name__}.step: noise shape {tuple(noise.shape)} "
+                    f"!= sample shape {tuple(sample.shape)}"
+                )
             return noise.to(sample.dtype)
-        return torch.randn(sample.shape, generator=generator, device=sample.device,
-                           dtype=sample.dtype)
+        return torch.randn(
+            sample.shape, generator=generator, device=sample.device, dtype=sample.dtype
+        )
 
     def __repr__(self) -> str:
         n = None if self.timesteps is None else len(self.timesteps)
-        return (f"{type(self).__name__}(T={self.num_train_timesteps}, "
-                f"prediction_type={self.prediction_type!r}, num_inference_steps={n})")
+        return (
+            f"{type(self).__name__}(T={self.num_train_timesteps}, "
+            f"prediction_type={self.prediction_type!r}, num_inference_steps={n})"
+        )
 
 
 class DDIMScheduler(_RespacedScheduler):
@@ -105,21 +124,27 @@ class DDIMScheduler(_RespacedScheduler):
     def injects_noise(self, temperature: float) -> bool:
         return self.eta > 0 and temperature > 0
 
-    def step(self, model_output: torch.Tensor, t: int | torch.Tensor, sample: torch.Tensor,
-             generator: torch.Generator | None = None, temperature: float = 1.0,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x_t (M, D) -> x_s (M, D), s the next kept timestep below t (a python int).
 
         noise: (M, D) standard normal to inject (eta > 0); None draws it from ``generator``."""
         i = self._step_index(t, model_output, sample)
-        ab_t, ab_s = self._ab_t[i], self._ab_prev[i]                                   # 0-d f64
+        ab_t, ab_s = self._ab_t[i], self._ab_prev[i]  # 0-d f64
         # 1. x0_hat and eps_hat from the head's output (docs/method.md §4 "From v" / "From eps")
         x0_hat, eps_hat = predict_x0_and_eps(self.prediction_type, model_output, sample, ab_t)
         dt = x0_hat.dtype
-        # 2. sigma = eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1-ab_t/ab_s)   (docs/method.md §4 DDIM); 0 at the end
+        # 2. sigma = eta sqrt((1-ab_s)/(1-ab_t)) sqrt(1-ab_t/ab_s)  (method.md §4 DDIM); 0 at end
         sigma = self.eta * ((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s)).sqrt()
-        # 3. x_s = sqrt(ab_s) x0_hat + sqrt(1-ab_s-sigma^2) eps_hat          (docs/method.md §4 DDIM)
-        direction = (1 - ab_s - sigma ** 2).clamp(min=0).sqrt().to(dt) * eps_hat
+        # 3. x_s = sqrt(ab_s) x0_hat + sqrt(1-ab_s-sigma^2) eps_hat          (method.md §4 DDIM)
+        direction = (1 - ab_s - sigma**2).clamp(min=0).sqrt().to(dt) * eps_hat
         prev = ab_s.sqrt().to(dt) * x0_hat + direction
         # 4. + sigma * tau * z: temperature scales only the injected noise (as in MAR)
         last = i == len(self._index) - 1
@@ -135,14 +160,20 @@ class DDPMScheduler(_RespacedScheduler):
     def injects_noise(self, temperature: float) -> bool:
         return temperature > 0
 
-    def step(self, model_output: torch.Tensor, t: int | torch.Tensor, sample: torch.Tensor,
-             generator: torch.Generator | None = None, temperature: float = 1.0,
-             noise: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x_t (M, D) -> x_s ~ q(x_s | x_t, x0_hat) with noise scaled by tau (M, D).
 
         noise: (M, D) standard normal to inject; None draws it from ``generator``."""
         i = self._step_index(t, model_output, sample)
-        ab_t, ab_s = self._ab_t[i], self._ab_prev[i]                                   # 0-d f64
+        ab_t, ab_s = self._ab_t[i], self._ab_prev[i]  # 0-d f64
         # 1. x0_hat from the head's output (docs/method.md §4 "From v" / "From eps")
         x0_hat, _ = predict_x0_and_eps(self.prediction_type, model_output, sample, ab_t)
         dt = x0_hat.dtype
@@ -167,8 +198,9 @@ NoiseScheduler = DDIMScheduler | DDPMScheduler
 SCHEDULERS = ("ddim", "ddpm")
 
 
-def build_noise_scheduler(name: str, schedule: NoiseSchedule, prediction_type: str = "v",
-                          eta: float = 0.0) -> NoiseScheduler:
+def build_noise_scheduler(
+    name: str, schedule: NoiseSchedule, prediction_type: str = "v", eta: float = 0.0
+) -> NoiseScheduler:
     """The noise scheduler called ``name`` ("ddim" with ``eta``, or "ddpm") for a head that
     predicts ``prediction_type`` (the model's ``diffusion.parameterization``)."""
     if name == "ddim":

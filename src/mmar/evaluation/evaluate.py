@@ -29,7 +29,8 @@ EVAL_DATASETS = (*DIGIT_DATASETS, "shapes")
 
 
 def load_split(data_cfg: DataConfig, split: str) -> dict[str, Any]:
-    """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,), "texts"}."""
+    """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,),
+    "texts"}."""
     ds = build_dataset(data_cfg, split)
     items = [ds[i] for i in range(len(ds))]
     return {
@@ -45,11 +46,13 @@ def eval_data_config(model: MMAR, dataset: str | DataConfig) -> DataConfig:
     if isinstance(dataset, DataConfig):
         cfg = dataset.replace(image_size=tok.image_size, channels=tok.image_channels)
     else:
-        cfg = DataConfig.from_dict({"name": dataset, "image_size": tok.image_size,
-                                    "channels": tok.image_channels})
+        cfg = DataConfig.from_dict(
+            {"name": dataset, "image_size": tok.image_size, "channels": tok.image_channels}
+        )
     if cfg.name not in EVAL_DATASETS:
         raise ValueError(
-            f"evaluate: no built-in metrics for dataset '{cfg.name}'; use one of {list(EVAL_DATASETS)}"
+            f"evaluate: no built-in metrics for dataset '{cfg.name}'; use one of "
+            f"{list(EVAL_DATASETS)}"
         )
     cfg.validate()
     return cfg
@@ -76,27 +79,51 @@ def evaluate(
     Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
     """
     with eval_mode(model.model):
-        return _evaluate(model, dataset, n_per_class, seed, sampling or model.sampling,
-                         judge_cache_dir, inception_weights, log)
+        return _evaluate(
+            model,
+            dataset,
+            n_per_class,
+            seed,
+            sampling or model.sampling,
+            judge_cache_dir,
+            inception_weights,
+            log,
+        )
 
 
-def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: int,
-              sampling: SamplingConfig, judge_cache_dir: str | None,
-              inception_weights: str | None, log: Callable[[str], None] | None) -> dict[str, Any]:
+def _evaluate(
+    model: MMAR,
+    dataset: str | DataConfig,
+    n_per_class: int,
+    seed: int,
+    sampling: SamplingConfig,
+    judge_cache_dir: str | None,
+    inception_weights: str | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     t_start = time.perf_counter()
     data_cfg = eval_data_config(model, dataset)
     g = torch.Generator().manual_seed(seed)
     test = load_split(data_cfg, "test")
     n = 10 * n_per_class
-    perm = torch.randperm(len(test["texts"]), generator=g)               # test splits are sorted by label
-    res: dict[str, Any] = {"dataset": data_cfg.name, "image_size": data_cfg.image_size,
-                           "seed": seed, "n_per_class": n_per_class, "sampling": sampling.to_dict()}
+    perm = torch.randperm(len(test["texts"]), generator=g)  # test splits are sorted by label
+    res: dict[str, Any] = {
+        "dataset": data_cfg.name,
+        "image_size": data_cfg.image_size,
+        "seed": seed,
+        "n_per_class": n_per_class,
+        "sampling": sampling.to_dict(),
+    }
     timings: dict[str, float] = {}
 
     if data_cfg.name in DIGIT_DATASETS:
         t0 = time.perf_counter()
-        jcfg = JudgeConfig(dataset=data_cfg.name, image_size=data_cfg.image_size,
-                           channels=data_cfg.image_channels, test_fraction=data_cfg.test_fraction)
+        jcfg = JudgeConfig(
+            dataset=data_cfg.name,
+            image_size=data_cfg.image_size,
+            channels=data_cfg.image_channels,
+            test_fraction=data_cfg.test_fraction,
+        )
 
         def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
             s = test if split == "test" else load_split(data_cfg, split)
@@ -104,8 +131,11 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
 
         judge = get_judge(jcfg, judge_split, judge_cache_dir, log=log)
         timings["judge_s"] = time.perf_counter() - t0
-        res.update(judge_heldout_accuracy=judge.heldout_accuracy, judge_from_cache=judge.from_cache,
-                   judge_path=str(judge.cache_path))
+        res.update(
+            judge_heldout_accuracy=judge.heldout_accuracy,
+            judge_from_cache=judge.from_cache,
+            judge_path=str(judge.cache_path),
+        )
         prompts, labels = metrics.digit_prompts(n_per_class)
     else:
         prompts = [test["texts"][i] for i in perm[:n]]
@@ -116,7 +146,7 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
     timings["generate_s"] = time.perf_counter() - t0
     res["n_generated"] = len(pil)
     res["images_per_second"] = len(pil) / max(timings["generate_s"], 1e-9)
-    gen = pil_to_tensor(pil, data_cfg.image_channels)                      # (n, C, H, W)
+    gen = pil_to_tensor(pil, data_cfg.image_channels)  # (n, C, H, W)
 
     # held-out reference / caption sets: disjoint, each the size of the generated set when possible
     m = min(len(gen), len(perm) // 2)
@@ -124,12 +154,17 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
     t0 = time.perf_counter()
     if data_cfg.name in DIGIT_DATASETS:
         t2i = metrics.t2i_digit_accuracy(judge, gen, labels)
-        res.update(t2i_accuracy=t2i["accuracy"], t2i_accuracy_per_digit=t2i["per_digit"],
-                   classifier_fid=metrics.classifier_fid(judge, gen, real_a),
-                   classifier_fid_real_floor=metrics.classifier_fid(judge, real_b, real_a),
-                   n_real_reference=m)
+        res.update(
+            t2i_accuracy=t2i["accuracy"],
+            t2i_accuracy_per_digit=t2i["per_digit"],
+            classifier_fid=metrics.classifier_fid(judge, gen, real_a),
+            classifier_fid_real_floor=metrics.classifier_fid(judge, real_b, real_a),
+            n_real_reference=m,
+        )
     else:
-        res.update({f"t2i_{k}_accuracy": v for k, v in metrics.shapes_t2i_accuracy(pil, prompts).items()})
+        res.update(
+            {f"t2i_{k}_accuracy": v for k, v in metrics.shapes_t2i_accuracy(pil, prompts).items()}
+        )
     if inception_weights is not None:
         inception = InceptionFeatures(inception_weights)
         mu_r, s_r = feature_statistics(inception, real_a, 32)
@@ -146,11 +181,16 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
     if data_cfg.name in DIGIT_DATASETS:
         res["caption_accuracy"] = metrics.caption_digit_accuracy(captions, test["labels"][idx])
     else:
-        res.update({f"caption_{k}" if k == "exact" else f"caption_{k}_accuracy": v
-                    for k, v in metrics.shapes_caption_accuracy(captions, texts).items()})
+        res.update(
+            {
+                f"caption_{k}" if k == "exact" else f"caption_{k}_accuracy": v
+                for k, v in metrics.shapes_caption_accuracy(captions, texts).items()
+            }
+        )
     t0 = time.perf_counter()
-    res["text_nll_nats_per_token"] = metrics.text_nll_per_token(model, images, texts,
-                                                                sampling.batch_size)
+    res["text_nll_nats_per_token"] = metrics.text_nll_per_token(
+        model, images, texts, sampling.batch_size
+    )
     timings["nll_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     res["timings"] = timings
@@ -160,28 +200,48 @@ def _evaluate(model: MMAR, dataset: str | DataConfig, n_per_class: int, seed: in
 def format_results(res: dict[str, Any]) -> str:
     """A readable two-column table of ``evaluate``'s result."""
     s = res["sampling"]
-    rows = [("dataset", f"{res['dataset']} ({res['image_size']} px), seed {res['seed']}"),
-            ("sampling", f"K={s['num_iter']} guidance={s['guidance_scale']} "
-                         f"{s['scheduler']} steps={s['num_steps']} eta={s['eta']} "
-                         f"T={s['temperature']}")]
+    rows = [
+        ("dataset", f"{res['dataset']} ({res['image_size']} px), seed {res['seed']}"),
+        (
+            "sampling",
+            f"K={s['num_iter']} guidance={s['guidance_scale']} "
+            f"{s['scheduler']} steps={s['num_steps']} eta={s['eta']} "
+            f"T={s['temperature']}",
+        ),
+    ]
     if "judge_heldout_accuracy" in res:
         judge = f"judge held-out acc {res['judge_heldout_accuracy']:.4f}"
-        rows += [("judge held-out accuracy", f"{res['judge_heldout_accuracy']:.4f}"
-                  + (" (cached)" if res["judge_from_cache"] else " (trained now)")),
-                 ("T2I accuracy", f"{res['t2i_accuracy']:.4f}  (n={res['n_generated']}, {judge})"),
-                 ("classifier-FID (judge features)", f"{res['classifier_fid']:.4f}  "
-                  f"(real-vs-real floor {res['classifier_fid_real_floor']:.4f}, n_ref={res['n_real_reference']})"),
-                 ("caption accuracy", f"{res['caption_accuracy']:.4f}  (n={res['n_captioned']})")]
+        rows += [
+            (
+                "judge held-out accuracy",
+                f"{res['judge_heldout_accuracy']:.4f}"
+                + (" (cached)" if res["judge_from_cache"] else " (trained now)"),
+            ),
+            ("T2I accuracy", f"{res['t2i_accuracy']:.4f}  (n={res['n_generated']}, {judge})"),
+            (
+                "classifier-FID (judge features)",
+                f"{res['classifier_fid']:.4f}  "
+                f"(real-vs-real floor {res['classifier_fid_real_floor']:.4f}, "
+                f"n_ref={res['n_real_reference']})",
+            ),
+            ("caption accuracy", f"{res['caption_accuracy']:.4f}  (n={res['n_captioned']})"),
+        ]
     else:
         for k in ("color", "shape", "position", "all"):
-            rows.append((f"T2I {k} accuracy", f"{res[f't2i_{k}_accuracy']:.4f}  (n={res['n_generated']})"))
-        rows.append(("caption exact match", f"{res['caption_exact']:.4f}  (n={res['n_captioned']})"))
+            rows.append(
+                (f"T2I {k} accuracy", f"{res[f't2i_{k}_accuracy']:.4f}  (n={res['n_generated']})")
+            )
+        rows.append(
+            ("caption exact match", f"{res['caption_exact']:.4f}  (n={res['n_captioned']})")
+        )
         for k in ("color", "shape", "position", "all"):
             rows.append((f"caption {k} accuracy", f"{res[f'caption_{k}_accuracy']:.4f}"))
     if "fid_inception" in res:
         rows.append(("FID (Inception)", f"{res['fid_inception']:.4f}"))
-    rows += [("text NLL (nats/token)", f"{res['text_nll_nats_per_token']:.4f}"),
-             ("sampling speed", f"{res['images_per_second']:.2f} images/s"),
-             ("time", ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in res["timings"].items()))]
+    rows += [
+        ("text NLL (nats/token)", f"{res['text_nll_nats_per_token']:.4f}"),
+        ("sampling speed", f"{res['images_per_second']:.2f} images/s"),
+        ("time", ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in res["timings"].items())),
+    ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -25,9 +25,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mmar.torch_utils import eval_mode
-
 from mmar.config import Config, check
+from mmar.torch_utils import eval_mode
 
 # Bump when the network or its training changes, so stale cache files are not reused.
 JUDGE_VERSION = 1
@@ -63,13 +62,27 @@ class JudgeConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        check(self.image_size >= 8, f"{n}.image_size", f"must be >= 8 (the judge pools twice), got {self.image_size}")
+        check(
+            self.image_size >= 8,
+            f"{n}.image_size",
+            f"must be >= 8 (the judge pools twice), got {self.image_size}",
+        )
         check(self.channels in (1, 3), f"{n}.channels", f"must be 1 or 3, got {self.channels}")
         check(self.num_classes >= 2, f"{n}.num_classes", f"must be >= 2, got {self.num_classes}")
-        check(all(w > 0 for w in self.widths), f"{n}.widths", f"must be positive, e.g. (16, 32), got {self.widths}")
-        check(self.feature_dim > 0, f"{n}.feature_dim", f"must be > 0, e.g. 64, got {self.feature_dim}")
+        check(
+            all(w > 0 for w in self.widths),
+            f"{n}.widths",
+            f"must be positive, e.g. (16, 32), got {self.widths}",
+        )
+        check(
+            self.feature_dim > 0,
+            f"{n}.feature_dim",
+            f"must be > 0, e.g. 64, got {self.feature_dim}",
+        )
         check(self.epochs > 0, f"{n}.epochs", f"must be > 0, e.g. 4, got {self.epochs}")
-        check(self.batch_size > 0, f"{n}.batch_size", f"must be > 0, e.g. 64, got {self.batch_size}")
+        check(
+            self.batch_size > 0, f"{n}.batch_size", f"must be > 0, e.g. 64, got {self.batch_size}"
+        )
         check(self.lr > 0, f"{n}.lr", f"must be > 0, e.g. 3e-3, got {self.lr}")
 
     def cache_key(self) -> str:
@@ -94,13 +107,19 @@ class Judge(nn.Module):
         self.config = config
         w0, w1 = config.widths
         self.body = nn.Sequential(
-            *_block(config.channels, w0), *_block(w0, w0), nn.MaxPool2d(2),
-            *_block(w0, w1), *_block(w1, w1), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-            nn.Linear(w1 * 16, config.feature_dim), nn.ReLU(),
+            *_block(config.channels, w0),
+            *_block(w0, w0),
+            nn.MaxPool2d(2),
+            *_block(w0, w1),
+            *_block(w1, w1),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(w1 * 16, config.feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(config.feature_dim, config.num_classes)
-        self.heldout_accuracy: float | None = None   # set by train_judge / load_judge
-        self.cache_path: Path | None = None          # set by get_judge
+        self.heldout_accuracy: float | None = None  # set by train_judge / load_judge
+        self.cache_path: Path | None = None  # set by get_judge
         self.from_cache = False
 
     def _check(self, x: torch.Tensor) -> None:
@@ -117,7 +136,7 @@ class Judge(nn.Module):
         return self.body(x.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))                              # (B, num_classes)
+        return self.head(self.features(x))  # (B, num_classes)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -159,7 +178,9 @@ def train_judge(
     n = train_images.shape[0]
     steps_per_epoch = -(-n // config.batch_size)
     opt = torch.optim.AdamW(judge.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, config.lr, total_steps=config.epochs * steps_per_epoch
+    )
     dev = train_images.device.type
     t0 = time.perf_counter()
     judge.train()
@@ -179,8 +200,10 @@ def train_judge(
     judge.eval()
     judge.heldout_accuracy = judge.accuracy(test_images, test_labels)
     if log:
-        log(f"judge {config.dataset}: held-out accuracy {judge.heldout_accuracy:.4f} "
-            f"({time.perf_counter() - t0:.1f} s, {n} training images)")
+        log(
+            f"judge {config.dataset}: held-out accuracy {judge.heldout_accuracy:.4f} "
+            f"({time.perf_counter() - t0:.1f} s, {n} training images)"
+        )
     return judge
 
 
@@ -194,7 +217,10 @@ def save_judge(judge: Judge, path: str | Path) -> None:
     file and renamed, so concurrent evaluations never read a half-written judge."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"config": json.dumps(judge.config.to_dict()), "heldout_accuracy": repr(judge.heldout_accuracy)}
+    meta = {
+        "config": json.dumps(judge.config.to_dict()),
+        "heldout_accuracy": repr(judge.heldout_accuracy),
+    }
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp), metadata=meta)
     os.replace(tmp, path)

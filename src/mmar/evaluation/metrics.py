@@ -37,19 +37,25 @@ def digit_prompts(n_per_digit: int) -> tuple[list[str], list[int]]:
     return [p for p, _ in pairs], [d for _, d in pairs]
 
 
-def t2i_digit_accuracy(judge: Judge, images: torch.Tensor,
-                       labels: Sequence[int] | torch.Tensor) -> dict[str, Any]:
+def t2i_digit_accuracy(
+    judge: Judge, images: torch.Tensor, labels: Sequence[int] | torch.Tensor
+) -> dict[str, Any]:
     """Share of generated images (B, C, H, W) whose judged digit is the prompted one.
 
     Returns {"accuracy": float, "per_digit": [accuracy of digit d or None if never prompted]}.
     """
     labels = torch.as_tensor(labels)
-    hit = (judge.predict(images).cpu() == labels).float()               # (B,)
-    per = [hit[labels == d].mean().item() if (labels == d).any() else None for d in range(judge.config.num_classes)]
+    hit = (judge.predict(images).cpu() == labels).float()  # (B,)
+    per = [
+        hit[labels == d].mean().item() if (labels == d).any() else None
+        for d in range(judge.config.num_classes)
+    ]
     return {"accuracy": hit.mean().item(), "per_digit": per}
 
 
-def classifier_fid(judge: Judge, images_a: torch.Tensor, images_b: torch.Tensor, batch_size: int = 256) -> float:
+def classifier_fid(
+    judge: Judge, images_a: torch.Tensor, images_b: torch.Tensor, batch_size: int = 256
+) -> float:
     """Fréchet distance between two image sets (N, C, H, W) in the judge's feature space.
 
     Called "classifier-FID" everywhere: it is *not* comparable with Inception FID numbers.
@@ -63,7 +69,9 @@ def classifier_fid(judge: Judge, images_a: torch.Tensor, images_b: torch.Tensor,
 def caption_digit_accuracy(captions: list[str], labels: Sequence[int] | torch.Tensor) -> float:
     """Share of captions that name exactly the right digit (``parse_digit``)."""
     if len(captions) != len(labels) or not captions:
-        raise ValueError(f"caption_digit_accuracy: {len(captions)} captions for {len(labels)} labels")
+        raise ValueError(
+            f"caption_digit_accuracy: {len(captions)} captions for {len(labels)} labels"
+        )
     return float(np.mean([parse_digit(c) == int(y) for c, y in zip(captions, labels)]))
 
 
@@ -85,10 +93,13 @@ def spec_agreement(found: list[ShapeSpec] | None, target: list[ShapeSpec]) -> di
     }
 
 
-def _mean_agreement(found_lists: Sequence[list[ShapeSpec] | None],
-                    target_lists: Sequence[list[ShapeSpec]]) -> dict[str, float]:
+def _mean_agreement(
+    found_lists: Sequence[list[ShapeSpec] | None], target_lists: Sequence[list[ShapeSpec]]
+) -> dict[str, float]:
     if len(found_lists) != len(target_lists) or not target_lists:
-        raise ValueError(f"shapes metrics: {len(found_lists)} results for {len(target_lists)} targets")
+        raise ValueError(
+            f"shapes metrics: {len(found_lists)} results for {len(target_lists)} targets"
+        )
     rows = [spec_agreement(f, t) for f, t in zip(found_lists, target_lists)]
     return {k: float(np.mean([r[k] for r in rows])) for k in ("color", "shape", "position", "all")}
 
@@ -96,12 +107,15 @@ def _mean_agreement(found_lists: Sequence[list[ShapeSpec] | None],
 def _target_specs(text: str) -> list[ShapeSpec]:
     specs = parse_shapes_caption(text)
     if specs is None:
-        raise ValueError(f"shapes metrics: {text!r} is not a shapes caption ('a red circle in the top left')")
+        raise ValueError(
+            f"shapes metrics: {text!r} is not a shapes caption ('a red circle in the top left')"
+        )
     return specs
 
 
-def shapes_t2i_accuracy(images: Sequence[Image.Image | torch.Tensor],
-                        prompts: list[str]) -> dict[str, float]:
+def shapes_t2i_accuracy(
+    images: Sequence[Image.Image | torch.Tensor], prompts: list[str]
+) -> dict[str, float]:
     """Attribute accuracy of generated shapes images (PIL or (3, H, W) in [-1, 1]), read back
     from pixels by ``check_shapes``, against the specs their prompts describe."""
     return _mean_agreement([check_shapes(im) for im in images], [_target_specs(p) for p in prompts])
@@ -114,13 +128,18 @@ def _normalise(text: str) -> str:
 def shapes_caption_accuracy(captions: list[str], true_captions: list[str]) -> dict[str, float]:
     """Caption exact match (case, spacing, hyphens and final punctuation ignored) and attribute
     accuracy of what ``parse_shapes_caption`` reads from each caption."""
-    scores = _mean_agreement([parse_shapes_caption(c) for c in captions], [_target_specs(t) for t in true_captions])
-    exact = float(np.mean([_normalise(c) == _normalise(t) for c, t in zip(captions, true_captions)]))
+    scores = _mean_agreement(
+        [parse_shapes_caption(c) for c in captions], [_target_specs(t) for t in true_captions]
+    )
+    exact = float(
+        np.mean([_normalise(c) == _normalise(t) for c, t in zip(captions, true_captions)])
+    )
     return {"exact": exact, **scores}
 
 
-def text_nll_per_token(model: MMAR, images: torch.Tensor, texts: list[str],
-                       batch_size: int = 64) -> float:
+def text_nll_per_token(
+    model: MMAR, images: torch.Tensor, texts: list[str], batch_size: int = 64
+) -> float:
     """sum NLL / sum tokens (nats per token) of ``texts`` given ``images`` (B, C, H, W), summed
     over batches of ``model.text_nll``."""
     nats, tokens = 0.0, 0

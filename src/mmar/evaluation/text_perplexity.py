@@ -44,8 +44,9 @@ HELD_OUT_SENTENCES = (
 )
 
 
-def encode_sentences(tokenizer: PreTrainedTokenizerBase,
-                     sentences: Sequence[str]) -> list[list[int]]:
+def encode_sentences(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[str]
+) -> list[list[int]]:
     """``[bos] text [eos]`` token ids per sentence (no bos where the vocabulary has none)."""
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     ids = tokenizer(list(sentences), add_special_tokens=False)["input_ids"]
@@ -53,9 +54,12 @@ def encode_sentences(tokenizer: PreTrainedTokenizerBase,
 
 
 @torch.no_grad()
-def text_perplexity(lm: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                    sentences: Sequence[str] = HELD_OUT_SENTENCES,
-                    batch_size: int = 8) -> dict[str, Any]:
+def text_perplexity(
+    lm: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: Sequence[str] = HELD_OUT_SENTENCES,
+    batch_size: int = 8,
+) -> dict[str, Any]:
     """Perplexity of the causal LM ``lm`` (a transformers model, or MMAR's backbone) on
     ``sentences`` -> {"perplexity", "nll_per_token" (nats), "tokens", "sentences"}.
 
@@ -66,17 +70,21 @@ def text_perplexity(lm: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
     total_nll, total_tokens = 0.0, 0
     with eval_mode(lm):
         for start in range(0, len(seqs), batch_size):
-            chunk = seqs[start:start + batch_size]
+            chunk = seqs[start : start + batch_size]
             L = max(len(s) for s in chunk)
             ids = torch.full((len(chunk), L), tokenizer.pad_token_id, dtype=torch.long)
             mask = torch.zeros(len(chunk), L, dtype=torch.long)
             for b, s in enumerate(chunk):
-                ids[b, :len(s)], mask[b, :len(s)] = torch.tensor(s), 1
+                ids[b, : len(s)], mask[b, : len(s)] = torch.tensor(s), 1
             ids, mask = ids.to(device), mask.to(device)
-            logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()   # (B, L-1, V)
-            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)                # (B, L-1)
+            logits = lm(input_ids=ids, attention_mask=mask).logits[:, :-1].float()  # (B, L-1, V)
+            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)  # (B, L-1)
             total_nll += float(F.cross_entropy(logits.transpose(1, 2), targets, reduction="sum"))
             total_tokens += int((targets != -100).sum())
     nll = total_nll / total_tokens
-    return {"perplexity": math.exp(nll), "nll_per_token": nll, "tokens": total_tokens,
-            "sentences": len(seqs)}
+    return {
+        "perplexity": math.exp(nll),
+        "nll_per_token": nll,
+        "tokens": total_tokens,
+        "sentences": len(seqs),
+    }

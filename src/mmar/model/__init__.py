@@ -15,9 +15,20 @@ from mmar.model.config import (
     tiny_config,
 )
 
-__all__ = ["MMARModel", "MMARProcessor", "MMARConfig", "SamplingConfig", "BackboneConfig",
-           "ViTConfig", "MaskConfig", "tiny_config", "EmbeddingViT", "build_backbone",
-           "build_attention_mask", "pack_sequences"]
+__all__ = [
+    "BackboneConfig",
+    "EmbeddingViT",
+    "MMARConfig",
+    "MMARModel",
+    "MMARProcessor",
+    "MaskConfig",
+    "SamplingConfig",
+    "ViTConfig",
+    "build_attention_mask",
+    "build_backbone",
+    "pack_sequences",
+    "tiny_config",
+]
 
 _LAZY = {
     "MMARModel": "mmar.model.mmar",

@@ -28,9 +28,9 @@ def build_attention_mask(block_ids: torch.Tensor, valid: torch.Tensor) -> torch.
     """
     L = block_ids.shape[1]
     pos = torch.arange(L, device=block_ids.device)
-    causal = pos[None, :] <= pos[:, None]                                  # (L, L) k <= q
+    causal = pos[None, :] <= pos[:, None]  # (L, L) k <= q
     same_block = (block_ids[:, :, None] == block_ids[:, None, :]) & (block_ids[:, :, None] > 0)
-    allowed = (causal[None] | same_block) & valid[:, None, :]              # (B, L, L)
-    eye = torch.eye(L, dtype=torch.bool, device=valid.device)[None]        # (1, L, L)
-    allowed = torch.where(valid[:, :, None], allowed, eye)                 # padding rows: self only
-    return allowed[:, None]                                                # (B, 1, L, L)
+    allowed = (causal[None] | same_block) & valid[:, None, :]  # (B, L, L)
+    eye = torch.eye(L, dtype=torch.bool, device=valid.device)[None]  # (1, L, L)
+    allowed = torch.where(valid[:, :, None], allowed, eye)  # padding rows: self only
+    return allowed[:, None]  # (B, 1, L, L)

@@ -48,29 +48,56 @@ class BackboneConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        check(self.kind != "pretrained" or self.path is not None, f"{n}.path",
-              "kind 'pretrained' needs a local transformers directory, e.g. path: /models/Qwen2-0.5B")
-        check(self.kind != "gguf" or (self.path is None) == (self.gguf_file is None),
-              f"{n}.gguf_file", "give both path (directory) and gguf_file (file name in it), "
-              "or neither for the shipped SmolLM2 GGUF")
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
-                     "max_position_embeddings", "lora_rank"):
-            check(getattr(self, name) >= 1, f"{n}.{name}",
-                  f"must be >= 1, got {getattr(self, name)}")
-        check(self.hidden_size % self.num_heads == 0, f"{n}.hidden_size",
-              f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}; "
-              "e.g. hidden_size: 128, num_heads: 4")
-        check(self.num_heads % self.num_kv_heads == 0, f"{n}.num_kv_heads",
-              f"must divide num_heads={self.num_heads}, got {self.num_kv_heads}; e.g. num_kv_heads: 2")
-        check(0.0 <= self.lora_dropout < 1.0, f"{n}.lora_dropout",
-              f"must be in [0, 1), got {self.lora_dropout}")
-        check(self.train_mode != "lora" or len(self.lora_targets) > 0, f"{n}.lora_targets",
-              "LoRA needs at least one target module name, e.g. lora_targets: [q_proj, v_proj]")
+        check(
+            self.kind != "pretrained" or self.path is not None,
+            f"{n}.path",
+            "kind 'pretrained' needs a local transformers directory, e.g. path: /models/Qwen2-0.5B",
+        )
+        check(
+            self.kind != "gguf" or (self.path is None) == (self.gguf_file is None),
+            f"{n}.gguf_file",
+            "give both path (directory) and gguf_file (file name in it), "
+            "or neither for the shipped SmolLM2 GGUF",
+        )
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "lora_rank",
+        ):
+            check(
+                getattr(self, name) >= 1, f"{n}.{name}", f"must be >= 1, got {getattr(self, name)}"
+            )
+        check(
+            self.hidden_size % self.num_heads == 0,
+            f"{n}.hidden_size",
+            f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}; "
+            "e.g. hidden_size: 128, num_heads: 4",
+        )
+        check(
+            self.num_heads % self.num_kv_heads == 0,
+            f"{n}.num_kv_heads",
+            f"must divide num_heads={self.num_heads}, got {self.num_kv_heads}; "
+            "e.g. num_kv_heads: 2",
+        )
+        check(
+            0.0 <= self.lora_dropout < 1.0,
+            f"{n}.lora_dropout",
+            f"must be in [0, 1), got {self.lora_dropout}",
+        )
+        check(
+            self.train_mode != "lora" or len(self.lora_targets) > 0,
+            f"{n}.lora_targets",
+            "LoRA needs at least one target module name, e.g. lora_targets: [q_proj, v_proj]",
+        )
 
 
 @dataclass
 class ViTConfig(Config):
-    """EmbeddingViT: ``depth`` bidirectional pre-norm blocks of ``width`` over the N image tokens."""
+    """EmbeddingViT: ``depth`` bidirectional pre-norm blocks of ``width`` over the N tokens."""
 
     width: int = 128
     depth: int = 2
@@ -81,15 +108,24 @@ class ViTConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        check(self.width >= 1 and self.depth >= 0 and self.num_heads >= 1, f"{n}.width",
-              f"width/num_heads must be >= 1 and depth >= 0, got width={self.width}, "
-              f"depth={self.depth}, num_heads={self.num_heads}")
-        check(self.width % self.num_heads == 0, f"{n}.width",
-              f"must be divisible by num_heads={self.num_heads}, got {self.width}; "
-              "e.g. width: 128, num_heads: 4")
-        check(self.pos_emb != "sincos" or self.width % 4 == 0, f"{n}.width",
-              f"2-D sin-cos position embeddings need width divisible by 4, got {self.width}; "
-              "e.g. width: 128 or pos_emb: learned")
+        check(
+            self.width >= 1 and self.depth >= 0 and self.num_heads >= 1,
+            f"{n}.width",
+            f"width/num_heads must be >= 1 and depth >= 0, got width={self.width}, "
+            f"depth={self.depth}, num_heads={self.num_heads}",
+        )
+        check(
+            self.width % self.num_heads == 0,
+            f"{n}.width",
+            f"must be divisible by num_heads={self.num_heads}, got {self.width}; "
+            "e.g. width: 128, num_heads: 4",
+        )
+        check(
+            self.pos_emb != "sincos" or self.width % 4 == 0,
+            f"{n}.width",
+            f"2-D sin-cos position embeddings need width divisible by 4, got {self.width}; "
+            "e.g. width: 128 or pos_emb: learned",
+        )
         check(self.mlp_ratio > 0, f"{n}.mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
 
 
@@ -109,9 +145,12 @@ class MaskConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        check(0.0 <= self.ratio_min <= self.ratio_max <= 1.0, f"{n}.ratio_min",
-              f"need 0 <= ratio_min <= ratio_max <= 1, got ratio_min={self.ratio_min}, "
-              f"ratio_max={self.ratio_max}; e.g. ratio_min: 0.7, ratio_max: 1.0")
+        check(
+            0.0 <= self.ratio_min <= self.ratio_max <= 1.0,
+            f"{n}.ratio_min",
+            f"need 0 <= ratio_min <= ratio_max <= 1, got ratio_min={self.ratio_min}, "
+            f"ratio_max={self.ratio_max}; e.g. ratio_min: 0.7, ratio_max: 1.0",
+        )
         check(self.std > 0, f"{n}.std", f"must be > 0, got {self.std}; e.g. std: 0.25")
 
 
@@ -154,20 +193,39 @@ class SamplingConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        for name, example in (("num_iter", 16), ("num_steps", 50), ("max_new_tokens", 32),
-                              ("batch_size", 64)):
+        for name, example in (
+            ("num_iter", 16),
+            ("num_steps", 50),
+            ("max_new_tokens", 32),
+            ("batch_size", 64),
+        ):
             v = getattr(self, name)
             check(v >= 1, f"{n}.{name}", f"must be >= 1, got {v}; e.g. {name}: {example}")
-        check(self.guidance_scale >= 0, f"{n}.guidance_scale",
-              f"must be >= 0 (1 = no guidance), got {self.guidance_scale}; e.g. 3.0")
-        check(self.scheduler in ("ddim", "ddpm"), f"{n}.scheduler",
-              f"must be 'ddim' or 'ddpm', got {self.scheduler!r}; e.g. scheduler: ddpm")
-        check(0.0 <= self.eta <= 1.0, f"{n}.eta",
-              f"must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {self.eta}")
-        check(self.temperature >= 0, f"{n}.temperature",
-              f"must be >= 0, got {self.temperature}; e.g. temperature: 1.0")
-        check(self.text_temperature >= 0, f"{n}.text_temperature",
-              f"must be >= 0 (0 = greedy), got {self.text_temperature}")
+        check(
+            self.guidance_scale >= 0,
+            f"{n}.guidance_scale",
+            f"must be >= 0 (1 = no guidance), got {self.guidance_scale}; e.g. 3.0",
+        )
+        check(
+            self.scheduler in ("ddim", "ddpm"),
+            f"{n}.scheduler",
+            f"must be 'ddim' or 'ddpm', got {self.scheduler!r}; e.g. scheduler: ddpm",
+        )
+        check(
+            0.0 <= self.eta <= 1.0,
+            f"{n}.eta",
+            f"must be in [0, 1] (0 = deterministic DDIM, 1 = DDPM-like), got {self.eta}",
+        )
+        check(
+            self.temperature >= 0,
+            f"{n}.temperature",
+            f"must be >= 0, got {self.temperature}; e.g. temperature: 1.0",
+        )
+        check(
+            self.text_temperature >= 0,
+            f"{n}.text_temperature",
+            f"must be >= 0 (0 = greedy), got {self.text_temperature}",
+        )
 
     @property
     def temperature_ignored(self) -> bool:
@@ -188,7 +246,8 @@ class MMARConfig(Config):
 
     # default: 32 px grey pixels grouped 4 x 4 -> 64 tokens of dim 16 (p = 1 would give 1024)
     image_tokenizer: ImageTokenizerConfig = field(
-        default_factory=lambda: ImageTokenizerConfig(patch_size=4))
+        default_factory=lambda: ImageTokenizerConfig(patch_size=4)
+    )
     text_tokenizer: TextTokenizerConfig = field(default_factory=TextTokenizerConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     vit: ViTConfig = field(default_factory=ViTConfig)
@@ -204,34 +263,55 @@ class MMARConfig(Config):
         super().validate()
         n = type(self).__name__
         check(self.lambda_img >= 0, f"{n}.lambda_img", f"must be >= 0, got {self.lambda_img}")
-        check(self.prompt_ce_weight >= 0, f"{n}.prompt_ce_weight",
-              f"must be >= 0 (0 = no CE on prompts), got {self.prompt_ce_weight}")
-        check(0.0 <= self.prompt_dropout < 1.0, f"{n}.prompt_dropout",
-              f"must be in [0, 1), got {self.prompt_dropout}; e.g. prompt_dropout: 0.1")
-        check(self.sampling.num_steps <= self.diffusion.num_timesteps, f"{n}.sampling.num_steps",
-              f"must be <= diffusion.num_timesteps = {self.diffusion.num_timesteps}, got "
-              f"{self.sampling.num_steps}; e.g. num_steps: 50")
-        check(self.max_text_len >= 1, f"{n}.max_text_len",
-              f"must be >= 1, got {self.max_text_len}; e.g. max_text_len: 64")
+        check(
+            self.prompt_ce_weight >= 0,
+            f"{n}.prompt_ce_weight",
+            f"must be >= 0 (0 = no CE on prompts), got {self.prompt_ce_weight}",
+        )
+        check(
+            0.0 <= self.prompt_dropout < 1.0,
+            f"{n}.prompt_dropout",
+            f"must be in [0, 1), got {self.prompt_dropout}; e.g. prompt_dropout: 0.1",
+        )
+        check(
+            self.sampling.num_steps <= self.diffusion.num_timesteps,
+            f"{n}.sampling.num_steps",
+            f"must be <= diffusion.num_timesteps = {self.diffusion.num_timesteps}, got "
+            f"{self.sampling.num_steps}; e.g. num_steps: 50",
+        )
+        check(
+            self.max_text_len >= 1,
+            f"{n}.max_text_len",
+            f"must be >= 1, got {self.max_text_len}; e.g. max_text_len: 64",
+        )
         if self.image_tokenizer.kind != "diffusers":  # its geometry needs the VAE's config.json
             geo = self.image_tokenizer.geometry()
             # [bos] text [boi] image [eoi] [eos] must fit the backbone's positions
             longest = self.max_text_len + geo.num_tokens + 4
-            check(self.backbone.kind != "config" or longest <= self.backbone.max_position_embeddings,
-                  f"{n}.backbone.max_position_embeddings",
-                  f"must be >= max_text_len + num_image_tokens + 4 = {longest}, got "
-                  f"{self.backbone.max_position_embeddings}; e.g. max_position_embeddings: "
-                  f"{max(1024, longest)}")
+            check(
+                self.backbone.kind != "config" or longest <= self.backbone.max_position_embeddings,
+                f"{n}.backbone.max_position_embeddings",
+                f"must be >= max_text_len + num_image_tokens + 4 = {longest}, got "
+                f"{self.backbone.max_position_embeddings}; e.g. max_position_embeddings: "
+                f"{max(1024, longest)}",
+            )
 
 
 def tiny_config(**changes: Any) -> MMARConfig:
     """A tiny model for tests and smoke runs (8x8 grey pixels, 16 tokens of dim 4, width 32)."""
     cfg = MMARConfig(
-        image_tokenizer=ImageTokenizerConfig(kind="pixels", image_size=8, image_channels=1,
-                                             patch_size=2),
+        image_tokenizer=ImageTokenizerConfig(
+            kind="pixels", image_size=8, image_channels=1, patch_size=2
+        ),
         text_tokenizer=TextTokenizerConfig(kind="words"),
-        backbone=BackboneConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                                intermediate_size=64, max_position_embeddings=128),
+        backbone=BackboneConfig(
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=64,
+            max_position_embeddings=128,
+        ),
         vit=ViTConfig(width=32, depth=1, num_heads=2),
         diffusion=DiffusionConfig(head_width=32, head_depth=1, diffusion_batch_mul=2),
         sampling=SamplingConfig(num_steps=5),

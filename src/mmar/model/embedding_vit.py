@@ -18,10 +18,11 @@ from mmar.model.config import ViTConfig
 
 
 def sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
-    """MAE's 1-D sin-cos embedding: pos (M,) -> (M, dim), [sin(pos w_k), cos(pos w_k)], w_k = 1e4^(-2k/dim)."""
+    """MAE's 1-D sin-cos embedding: pos (M,) -> (M, dim), [sin(pos w_k), cos(pos w_k)],
+    w_k = 1e4^(-2k/dim)."""
     omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))  # (dim/2,)
-    angles = pos.double()[:, None] * omega[None]                                      # (M, dim/2)
-    return torch.cat([angles.sin(), angles.cos()], dim=1)                             # (M, dim)
+    angles = pos.double()[:, None] * omega[None]  # (M, dim/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)  # (M, dim)
 
 
 def sincos_2d(dim: int, grid_hw: tuple[int, int]) -> torch.Tensor:
@@ -31,8 +32,10 @@ def sincos_2d(dim: int, grid_hw: tuple[int, int]) -> torch.Tensor:
     """
     h, w = grid_hw
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    emb = torch.cat([sincos_1d(dim // 2, rows.reshape(-1)), sincos_1d(dim // 2, cols.reshape(-1))], 1)
-    return emb.float()                                                                # (N, dim)
+    emb = torch.cat(
+        [sincos_1d(dim // 2, rows.reshape(-1)), sincos_1d(dim // 2, cols.reshape(-1))], 1
+    )
+    return emb.float()  # (N, dim)
 
 
 class EmbeddingViT(nn.Module):
@@ -42,11 +45,19 @@ class EmbeddingViT(nn.Module):
     is torch's scaled_dot_product_attention; no attention mask: all N positions see each other.
     """
 
-    def __init__(self, token_dim: int, cfg: ViTConfig, num_tokens: int, grid_hw: tuple[int, int],
-                 out_dim: int):
+    def __init__(
+        self,
+        token_dim: int,
+        cfg: ViTConfig,
+        num_tokens: int,
+        grid_hw: tuple[int, int],
+        out_dim: int,
+    ):
         super().__init__()
         if grid_hw[0] * grid_hw[1] != num_tokens:
-            raise ValueError(f"EmbeddingViT: grid_hw {grid_hw} does not hold num_tokens={num_tokens}")
+            raise ValueError(
+                f"EmbeddingViT: grid_hw {grid_hw} does not hold num_tokens={num_tokens}"
+            )
         self.num_tokens = num_tokens
         self.input_proj = nn.Linear(token_dim, cfg.width)
         if cfg.pos_emb == "learned":
@@ -54,21 +65,30 @@ class EmbeddingViT(nn.Module):
         else:
             self.register_buffer("pos_emb", sincos_2d(cfg.width, grid_hw)[None], persistent=False)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(cfg.width, cfg.num_heads, int(cfg.width * cfg.mlp_ratio),
-                                       dropout=0.0, activation="gelu", batch_first=True,
-                                       norm_first=True)
+            nn.TransformerEncoderLayer(
+                cfg.width,
+                cfg.num_heads,
+                int(cfg.width * cfg.mlp_ratio),
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
             for _ in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.width)
-        self.projector = nn.Sequential(nn.Linear(cfg.width, out_dim), nn.GELU(),
-                                       nn.Linear(out_dim, out_dim))
+        self.projector = nn.Sequential(
+            nn.Linear(cfg.width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim)
+        )
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, N, D), masked positions already holding the mask vector -> (B, N, out_dim)."""
         if tokens.ndim != 3 or tokens.shape[1] != self.num_tokens:
-            raise ValueError(f"EmbeddingViT: expected tokens (B, {self.num_tokens}, D), "
-                             f"got {tuple(tokens.shape)}")
-        x = self.input_proj(tokens) + self.pos_emb                # (B, N, W)
+            raise ValueError(
+                f"EmbeddingViT: expected tokens (B, {self.num_tokens}, D), "
+                f"got {tuple(tokens.shape)}"
+            )
+        x = self.input_proj(tokens) + self.pos_emb  # (B, N, W)
         for block in self.blocks:
-            x = block(x)                                          # (B, N, W)
-        return self.projector(self.norm(x))                       # (B, N, out_dim)
+            x = block(x)  # (B, N, W)
+        return self.projector(self.norm(x))  # (B, N, out_dim)

@@ -67,7 +67,7 @@ def mask_from_orders(orders: torch.Tensor, num_masked: torch.Tensor | int) -> to
     rank = torch.empty_like(orders)
     rank.scatter_(1, orders, torch.arange(orders.shape[1], device=orders.device).expand_as(orders))
     num_masked = torch.as_tensor(num_masked, device=orders.device).reshape(-1, 1)
-    return rank < num_masked                                   # (B, N)
+    return rank < num_masked  # (B, N)
 
 
 def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:

@@ -31,13 +31,22 @@ from mmar.diffusion.schedule import NoiseSchedule
 from mmar.model.backbone import build_backbone
 from mmar.model.config import MMARConfig
 from mmar.model.embedding_vit import EmbeddingViT
-from mmar.model.masking import mask_from_orders, num_masked_from_ratio, random_orders, sample_mask_ratio
+from mmar.model.masking import (
+    mask_from_orders,
+    num_masked_from_ratio,
+    random_orders,
+    sample_mask_ratio,
+)
 from mmar.model.sequence import PackedBatch
 from mmar.tokenizers.special import SpecialTokenIds
 from mmar.torch_utils import read_safetensors
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, BACKBONE_DIR = (
-    "config.json", "model.safetensors", "tokenizer", "backbone")
+    "config.json",
+    "model.safetensors",
+    "tokenizer",
+    "backbone",
+)
 
 
 class MMARModel(nn.Module):
@@ -50,19 +59,28 @@ class MMARModel(nn.Module):
       (``from_pretrained`` uses it so that a checkpoint needs no original LLM weights).
     """
 
-    def __init__(self, config: MMARConfig, vocab_size: int, special: SpecialTokenIds,
-                 backbone_config: Any = None):
+    def __init__(
+        self,
+        config: MMARConfig,
+        vocab_size: int,
+        special: SpecialTokenIds,
+        backbone_config: Any = None,
+    ):
         super().__init__()
         config.validate()
         self.config = config
         self.special = special
         self.geometry = config.image_tokenizer.geometry()
-        self.backbone = build_backbone(config.backbone, vocab_size, backbone_config,
-                                       new_token_ids=(special.boi, special.eoi))
+        self.backbone = build_backbone(
+            config.backbone, vocab_size, backbone_config, new_token_ids=(special.boi, special.eoi)
+        )
         embedding = cast(torch.Tensor, self.backbone.get_input_embeddings().weight)
         width = embedding.shape[1]  # peft's wrapped embedding has no embedding_dim
-        g, n, d = self.geometry.latent_size // self.geometry.patch_size, self.geometry.num_tokens, \
-            self.geometry.token_dim
+        g, n, d = (
+            self.geometry.latent_size // self.geometry.patch_size,
+            self.geometry.num_tokens,
+            self.geometry.token_dim,
+        )
         self.vit = EmbeddingViT(d, config.vit, n, (g, g), width)
         # [MASK] in token space (see embedding_vit.py); MAR's N(0, 0.02) init
         self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
@@ -96,30 +114,42 @@ class MMARModel(nn.Module):
 
         vit_inputs: (B_img, N, D), one row per sample that has an image, in batch order.
         """
-        emb = self.backbone.get_input_embeddings()(batch.input_ids)               # (B, L, W)
+        emb = self.backbone.get_input_embeddings()(batch.input_ids)  # (B, L, W)
         if vit_inputs is None:
             return emb
-        img = self.vit(vit_inputs).to(emb.dtype)                                   # (B_img, N, W)
+        img = self.vit(vit_inputs).to(emb.dtype)  # (B_img, N, W)
         # one block per sample, in sample order: row-major fill matches the slots
         return emb.masked_scatter(batch.is_image[..., None], img)
 
-    def backbone_hidden(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-                        position_ids: torch.Tensor, cache: Any = None,
-                        use_cache: bool = False) -> tuple[torch.Tensor, Any]:
+    def backbone_hidden(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache: Any = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, Any]:
         """Last hidden states (B, L, W) of the backbone's decoder, and its KV cache (or None).
 
         cache: a transformers DynamicCache holding the keys/values of earlier positions; the
         4-D mask then spans (B, 1, L, cached + L). ``use_cache`` returns the updated cache.
         """
-        out = self.backbone.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                          position_ids=position_ids, cache=cache,
-                                          use_cache=use_cache)
+        out = self.backbone.get_decoder()(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=use_cache,
+        )
         return out.last_hidden_state, out.cache
 
-    def hidden_states(self, batch: PackedBatch, vit_inputs: torch.Tensor | None = None) -> torch.Tensor:
+    def hidden_states(
+        self, batch: PackedBatch, vit_inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One backbone pass over a packed batch -> last hidden states (B, L, W)."""
-        hidden, _ = self.backbone_hidden(self.embed(batch, vit_inputs), batch.attention_mask,
-                                         batch.position_ids)
+        hidden, _ = self.backbone_hidden(
+            self.embed(batch, vit_inputs), batch.attention_mask, batch.position_ids
+        )
         return hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -131,28 +161,36 @@ class MMARModel(nn.Module):
         z = hidden[batch.is_image].view(-1, self.num_image_tokens, hidden.shape[-1])
         return z + self.diffusion_pos_emb
 
-    def text_ce(self, hidden: torch.Tensor, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_ce(
+        self, hidden: torch.Tensor, batch: PackedBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-target cross-entropy (T,) float32 and weights (T,) at the CE targets of the batch.
 
         Token j is predicted from position j - 1; logits are computed only where needed.
         """
-        targets = batch.labels[:, 1:]                                              # (B, L-1)
+        targets = batch.labels[:, 1:]  # (B, L-1)
         where = targets != -100
-        logits = self.logits(hidden[:, :-1][where])                                # (T, V)
-        ce = F.cross_entropy(logits.float(), targets[where], reduction="none")     # (T,)
+        logits = self.logits(hidden[:, :-1][where])  # (T, V)
+        ce = F.cross_entropy(logits.float(), targets[where], reduction="none")  # (T,)
         return ce, batch.label_weights[:, 1:][where]
 
     # --- training -------------------------------------------------------------------------
-    def draw_mask(self, batch: PackedBatch, generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw_mask(
+        self, batch: PackedBatch, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Masked image positions (B, N) bool: a mask ratio and a random order per sample (MAR's
         recipe, ``config.mask``), only in the rows whose image is generated (t2i, img)."""
         B, N, dev = len(batch), self.num_image_tokens, self.device
-        ratio = sample_mask_ratio(B, self.config.mask, generator, dev)               # (B,)
-        orders = random_orders(B, N, generator, dev)                                 # (B, N)
+        ratio = sample_mask_ratio(B, self.config.mask, generator, dev)  # (B,)
+        orders = random_orders(B, N, generator, dev)  # (B, N)
         return mask_from_orders(orders, num_masked_from_ratio(ratio, N)) & batch.generative[:, None]
 
-    def forward(self, batch: PackedBatch, tokens: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, Any]:
+    def forward(
+        self,
+        batch: PackedBatch,
+        tokens: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
         """Losses of a packed batch of t2i / i2t / img / text samples.
 
         tokens: (B_img, N, D) float, the image tokens of the samples that have an image, in
@@ -161,6 +199,7 @@ class MMARModel(nn.Module):
         -> {"loss", "loss_text", "loss_diff" (0-d tensors with graph), "n_text_tokens" (CE
         targets), "text_weight" (sum of their CE weights), "n_masked" (masked image tokens)}
         """
+        # fmt: off
         cfg, N = self.config, self.num_image_tokens
         masked = self.draw_mask(batch, generator)                                   # (B, N)
         n_img = int(batch.has_image.sum())
@@ -184,12 +223,13 @@ class MMARModel(nn.Module):
             mul, n_masked = cfg.diffusion.diffusion_batch_mul, x0.shape[0]
             rows = diffusion_loss(self.head, x0.float().repeat(mul, 1), z.float().repeat(mul, 1),
                                   self.noise_schedule(), cfg.diffusion.parameterization, generator)
-            loss_diff = rows.mean()                                                 # over masked x mul
+            loss_diff = rows.mean()                                          # over masked x mul
         loss = loss_text + cfg.lambda_img * loss_diff
         # the parts keep their graph: data-parallel training re-weights them across ranks
         return {"loss": loss, "loss_text": loss_text, "loss_diff": loss_diff,
                 "n_text_tokens": int((w > 0).sum()), "text_weight": float(w.sum()),
                 "n_masked": n_masked}
+        # fmt: on
 
     # --- persistence ----------------------------------------------------------------------
     def _canonical_names(self) -> dict[str, str]:
@@ -201,8 +241,12 @@ class MMARModel(nn.Module):
         names = self._canonical_names()
         return {k: v.detach().contiguous().cpu() for k, v in state.items() if names.get(k, k) == k}
 
-    def save_pretrained(self, directory: str | Path, ema_state_dict: dict | None = None,
-                        state_dict: dict | None = None) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        ema_state_dict: dict | None = None,
+        state_dict: dict | None = None,
+    ) -> None:
         """Write config.json, model.safetensors (EMA under "ema.") and backbone/ (the processor
         writes tokenizer/ beside them: ``MMARProcessor.save_pretrained``).
 
@@ -225,14 +269,23 @@ class MMARModel(nn.Module):
         expected = {k for k, c in self._canonical_names().items() if k == c}
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if unexpected or (missing and not partial):
-            raise RuntimeError(f"MMARModel: {file} does not match the model built from "
-                               f"{CONFIG_FILE}: missing keys {missing[:10]}, unexpected keys "
-                               f"{unexpected[:10]} ({len(missing)} / {len(unexpected)} in all)")
-        self.load_state_dict(state, strict=False)  # aliases of tied tensors load through the shared one
+            raise RuntimeError(
+                f"MMARModel: {file} does not match the model built from "
+                f"{CONFIG_FILE}: missing keys {missing[:10]}, unexpected keys "
+                f"{unexpected[:10]} ({len(missing)} / {len(unexpected)} in all)"
+            )
+        self.load_state_dict(
+            state, strict=False
+        )  # aliases of tied tensors load through the shared one
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
-                        use_ema: bool = True, special: SpecialTokenIds | None = None) -> MMARModel:
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        device: torch.device | str | None = None,
+        use_ema: bool = True,
+        special: SpecialTokenIds | None = None,
+    ) -> MMARModel:
         """Rebuild from a ``save_pretrained`` directory; EMA weights are used when present and
         ``use_ema`` (tensors the EMA does not hold, e.g. buffers, keep the raw weights).
 
@@ -243,10 +296,12 @@ class MMARModel(nn.Module):
         d = Path(directory)
         for f in (d / CONFIG_FILE, d / WEIGHTS_FILE, d / BACKBONE_DIR):
             if not f.exists():
-                raise FileNotFoundError(f"MMARModel.from_pretrained: {f} not found; expected a "
-                                        "directory written by save_pretrained (config.json, "
-                                        "model.safetensors, backbone/, tokenizer/), e.g. "
-                                        "runs/quickstart")
+                raise FileNotFoundError(
+                    f"MMARModel.from_pretrained: {f} not found; expected a "
+                    "directory written by save_pretrained (config.json, "
+                    "model.safetensors, backbone/, tokenizer/), e.g. "
+                    "runs/quickstart"
+                )
         config = MMARConfig.from_json(d / CONFIG_FILE)
         if special is None:
             from mmar.tokenizers.text import add_image_tokens, build_pretrained_tokenizer
@@ -265,8 +320,9 @@ class MMARModel(nn.Module):
         (init_from, --resume)."""
         file = Path(directory) / WEIGHTS_FILE
         state = read_safetensors(file)  # names the file if it is truncated or corrupt
-        self._load_weights({k: v for k, v in state.items() if not k.startswith("ema.")},
-                           file, partial=False)
+        self._load_weights(
+            {k: v for k, v in state.items() if not k.startswith("ema.")}, file, partial=False
+        )
         ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
         if use_ema and ema:
             self._load_weights(ema, file, partial=True)

@@ -62,9 +62,11 @@ class ModelInputs:
         return len(self.batch)
 
     def to(self, device: torch.device | str) -> ModelInputs:
-        return ModelInputs(self.batch.to(device),
-                           None if self.images is None else self.images.to(device),
-                           None if self.latents is None else self.latents.to(device))
+        return ModelInputs(
+            self.batch.to(device),
+            None if self.images is None else self.images.to(device),
+            None if self.latents is None else self.latents.to(device),
+        )
 
 
 class MMARProcessor:
@@ -75,8 +77,12 @@ class MMARProcessor:
     config: the model's config (image geometry, max_text_len, prompt_ce_weight, prompt_dropout).
     """
 
-    def __init__(self, text_tokenizer: PreTrainedTokenizerFast, image_tokenizer: ImageTokenizer,
-                 config: MMARConfig):
+    def __init__(
+        self,
+        text_tokenizer: PreTrainedTokenizerFast,
+        image_tokenizer: ImageTokenizer,
+        config: MMARConfig,
+    ):
         from mmar.tokenizers.text import add_image_tokens
 
         self.tokenizer = text_tokenizer
@@ -90,12 +96,16 @@ class MMARProcessor:
     def from_config(cls, config: MMARConfig, corpus: list[str] | None = None) -> MMARProcessor:
         """Build both tokenizers from the config ("words" builds its vocabulary from corpus)."""
         config.validate()
-        return cls(build_text_tokenizer(config.text_tokenizer, corpus),
-                   build_image_tokenizer(config.image_tokenizer), config)
+        return cls(
+            build_text_tokenizer(config.text_tokenizer, corpus),
+            build_image_tokenizer(config.image_tokenizer),
+            config,
+        )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path,
-                        config: MMARConfig | None = None) -> MMARProcessor:
+    def from_pretrained(
+        cls, directory: str | Path, config: MMARConfig | None = None
+    ) -> MMARProcessor:
         """The processor saved in a checkpoint directory (reads config.json, tokenizer/ and,
         when present, image_tokenizer.safetensors).
 
@@ -105,12 +115,16 @@ class MMARProcessor:
         from mmar.tokenizers.text import build_pretrained_tokenizer
 
         d = Path(directory)
-        needed = (d / TOKENIZER_DIR,) if config is not None else (d / CONFIG_FILE, d / TOKENIZER_DIR)
+        needed = (
+            (d / TOKENIZER_DIR,) if config is not None else (d / CONFIG_FILE, d / TOKENIZER_DIR)
+        )
         for f in needed:
             if not f.exists():
-                raise FileNotFoundError(f"MMARProcessor.from_pretrained: {f} not found; expected a "
-                                        "checkpoint directory (config.json, tokenizer/, ...), e.g. "
-                                        "runs/quickstart")
+                raise FileNotFoundError(
+                    f"MMARProcessor.from_pretrained: {f} not found; expected a "
+                    "checkpoint directory (config.json, tokenizer/, ...), e.g. "
+                    "runs/quickstart"
+                )
         config = config if config is not None else MMARConfig.from_json(d / CONFIG_FILE)
         weights = d / IMAGE_TOKENIZER_FILE
         tok_cfg = config.image_tokenizer
@@ -125,8 +139,10 @@ class MMARProcessor:
             try:
                 image_tokenizer.load_state_dict(state, strict=True, assign=True)
             except RuntimeError as e:
-                raise RuntimeError(f"{weights} does not fit the image tokenizer of {d / CONFIG_FILE}"
-                                   f" ({tok_cfg.kind}): {e}") from None
+                raise RuntimeError(
+                    f"{weights} does not fit the image tokenizer of {d / CONFIG_FILE}"
+                    f" ({tok_cfg.kind}): {e}"
+                ) from None
         return cls(build_pretrained_tokenizer(d / TOKENIZER_DIR), image_tokenizer, config)
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -134,7 +150,9 @@ class MMARProcessor:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(str(d / TOKENIZER_DIR))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.image_tokenizer.state_dict().items()}
+        state = {
+            k: v.detach().contiguous().cpu() for k, v in self.image_tokenizer.state_dict().items()
+        }
         if state:
             save_file(state, str(d / IMAGE_TOKENIZER_FILE), metadata={"format": "pt"})
 
@@ -171,8 +189,13 @@ class MMARProcessor:
             texts.append(str(self.tokenizer.decode(row, skip_special_tokens=True)).strip())
         return texts
 
-    def pack(self, texts: Sequence[str], kinds: Sequence[str], padding_side: str = "right",
-             drop_prompt: Sequence[bool] | None = None) -> PackedBatch:
+    def pack(
+        self,
+        texts: Sequence[str],
+        kinds: Sequence[str],
+        padding_side: str = "right",
+        drop_prompt: Sequence[bool] | None = None,
+    ) -> PackedBatch:
         """Tokenize and pack samples of the given kinds (see ``mmar.model.sequence``) on the CPU.
 
         drop_prompt: per sample, True replaces a t2i prompt by the empty prompt (CFG dropout).
@@ -180,24 +203,40 @@ class MMARProcessor:
         texts, kinds = list(texts), list(kinds)
         unknown = sorted(set(kinds) - set(LAYOUTS))
         if len(texts) != len(kinds) or not kinds or unknown:
-            raise ValueError(f"MMARProcessor.pack: need one text per sample and kinds in "
-                             f"{list(LAYOUTS)}; got {len(texts)} texts, kinds {kinds[:8]}")
+            raise ValueError(
+                f"MMARProcessor.pack: need one text per sample and kinds in "
+                f"{list(LAYOUTS)}; got {len(texts)} texts, kinds {kinds[:8]}"
+            )
         if drop_prompt is not None:
             texts = ["" if d and k == "t2i" else t for t, k, d in zip(texts, kinds, drop_prompt)]
-        return pack_sequences(self.encode_texts(texts), kinds, self.num_image_tokens, self.special,
-                              self.config.prompt_ce_weight, padding_side)
+        return pack_sequences(
+            self.encode_texts(texts),
+            kinds,
+            self.num_image_tokens,
+            self.special,
+            self.config.prompt_ce_weight,
+            padding_side,
+        )
 
-    def draw_prompt_dropout(self, kinds: Sequence[str],
-                            generators: Sequence[torch.Generator]) -> list[bool]:
+    def draw_prompt_dropout(
+        self, kinds: Sequence[str], generators: Sequence[torch.Generator]
+    ) -> list[bool]:
         """CFG prompt dropout: sample i's t2i prompt is dropped with probability
         ``config.prompt_dropout``, drawn from its own generator (one draw per sample)."""
         p = self.config.prompt_dropout
-        return [bool(torch.rand((), generator=g) < p) and k == "t2i"
-                for k, g in zip(kinds, generators, strict=True)]
+        return [
+            bool(torch.rand((), generator=g) < p) and k == "t2i"
+            for k, g in zip(kinds, generators, strict=True)
+        ]
 
-    def __call__(self, texts: Sequence[str], kinds: Sequence[str],
-                 images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-                 generators: Sequence[torch.Generator] | None = None) -> ModelInputs:
+    def __call__(
+        self,
+        texts: Sequence[str],
+        kinds: Sequence[str],
+        images: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> ModelInputs:
         """A training batch: packed sequences plus the image rows of the samples that have one.
 
         images (B, C_img, H, W) / latents (B, C, h, w): one row per sample (rows of "text"
@@ -211,8 +250,10 @@ class MMARProcessor:
             pixels = images if latents is None else latents
             if pixels is None or pixels.shape[0] != len(kinds):
                 got = None if pixels is None else pixels.shape[0]
-                raise ValueError(f"MMARProcessor: {len(kinds)} samples need one image (or latent)"
-                                 f" row each, got {got}")
+                raise ValueError(
+                    f"MMARProcessor: {len(kinds)} samples need one image (or latent)"
+                    f" row each, got {got}"
+                )
             if not bool(rows.all()):
                 pixels = pixels[rows]
             if latents is None:
@@ -233,8 +274,10 @@ class MMARProcessor:
             return images.float()
         images = list(images)
         if not images or not all(isinstance(im, Image.Image) for im in images):
-            raise ValueError(f"expected a non-empty list of PIL images or a tensor (B, "
-                             f"{tok.image_channels}, {tok.image_size}, {tok.image_size}) in [-1, 1]")
+            raise ValueError(
+                f"expected a non-empty list of PIL images or a tensor (B, "
+                f"{tok.image_channels}, {tok.image_size}, {tok.image_size}) in [-1, 1]"
+            )
         return pil_to_tensor(images, tok.image_channels, tok.image_size)
 
     @staticmethod
@@ -243,8 +286,12 @@ class MMARProcessor:
         return tensor_to_pil(images)
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_images(
+        self,
+        images: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """images (B, C_img, H, W) in [-1, 1] or cached latents (B, C, h, w) -> tokens (B, N, D)
         float32. generator: the posterior draw of a VAE with posterior "sample"."""
         if latents is None:
@@ -253,16 +300,19 @@ class MMARProcessor:
             latents = self.image_tokenizer.encode(images, generator=generator)
         else:
             self.image_tokenizer.check_latents(latents)
-        return patchify(latents.float(), self.geometry.patch_size)                  # (B, N, D)
+        return patchify(latents.float(), self.geometry.patch_size)  # (B, N, D)
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, N, D) -> images (B, C_img, H, W) in [-1, 1]."""
         h = self.geometry.latent_size
-        return self.image_tokenizer.decode(unpatchify(tokens.float(), self.geometry.patch_size, h, h))
+        return self.image_tokenizer.decode(
+            unpatchify(tokens.float(), self.geometry.patch_size, h, h)
+        )
 
     def __repr__(self) -> str:
         image = f"{type(self.image_tokenizer).__name__}({self.image_tokenizer.extra_repr()})"
-        return (f"MMARProcessor(text={type(self.tokenizer).__name__}({self.vocab_size} tokens), "
-                f"image={image}, tokens={self.num_image_tokens} x {self.geometry.token_dim})")
-
+        return (
+            f"MMARProcessor(text={type(self.tokenizer).__name__}({self.vocab_size} tokens), "
+            f"image={image}, tokens={self.num_image_tokens} x {self.geometry.token_dim})"
+        )

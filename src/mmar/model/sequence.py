@@ -40,32 +40,34 @@ GENERATIVE_KINDS = ("t2i", "img", "gen")  # their image block is masked and diff
 class PackedBatch:
     """One padded batch (B samples, length L): what ``MMARModel`` takes instead of strings."""
 
-    input_ids: torch.Tensor        # (B, L) long, pad id at image slots and padding
-    valid: torch.Tensor            # (B, L) bool, False at padding
-    is_image: torch.Tensor         # (B, L) bool, True at the N image slots
-    block_ids: torch.Tensor        # (B, L) long, 1 inside the image block, else 0
-    position_ids: torch.Tensor     # (B, L) long, 0.. over the valid tokens (0 at padding)
-    labels: torch.Tensor           # (B, L) long, target token or -100
-    label_weights: torch.Tensor    # (B, L) float32, CE weight of each target (0 elsewhere)
-    attention_mask: torch.Tensor   # (B, 1, L, L) bool, see build_attention_mask
-    image_start: torch.Tensor      # (B,) long, index of img_1, -1 for samples without an image
-    generative: torch.Tensor       # (B,) bool, True where the image is generated (t2i/img/gen)
+    input_ids: torch.Tensor  # (B, L) long, pad id at image slots and padding
+    valid: torch.Tensor  # (B, L) bool, False at padding
+    is_image: torch.Tensor  # (B, L) bool, True at the N image slots
+    block_ids: torch.Tensor  # (B, L) long, 1 inside the image block, else 0
+    position_ids: torch.Tensor  # (B, L) long, 0.. over the valid tokens (0 at padding)
+    labels: torch.Tensor  # (B, L) long, target token or -100
+    label_weights: torch.Tensor  # (B, L) float32, CE weight of each target (0 elsewhere)
+    attention_mask: torch.Tensor  # (B, 1, L, L) bool, see build_attention_mask
+    image_start: torch.Tensor  # (B,) long, index of img_1, -1 for samples without an image
+    generative: torch.Tensor  # (B,) bool, True where the image is generated (t2i/img/gen)
 
     @property
     def has_image(self) -> torch.Tensor:
-        return self.image_start >= 0                                            # (B,)
+        return self.image_start >= 0  # (B,)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def to(self, device: torch.device | str) -> PackedBatch:
         """The same batch with every tensor on ``device``."""
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device)
-                                            for f in dataclasses.fields(self)})
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)}
+        )
 
 
-def _layout(kind: str, ids: list[int], num_image_tokens: int, sp: SpecialTokenIds,
-            prompt_ce_weight: float) -> tuple[list[int], list[bool], list[float]]:
+def _layout(
+    kind: str, ids: list[int], num_image_tokens: int, sp: SpecialTokenIds, prompt_ce_weight: float
+) -> tuple[list[int], list[bool], list[float]]:
     """(token ids, is_image, CE weight of each token as a target) of one sample."""
     toks, img, w = [], [], []
 
@@ -110,9 +112,13 @@ def pack_sequences(
         raise ValueError(f"pack_sequences: {len(text_ids)} texts but {len(kinds)} kinds")
     unknown = sorted(set(kinds) - set(LAYOUTS))
     if unknown:
-        raise ValueError(f"pack_sequences: unknown kind(s) {unknown}; expected one of {list(LAYOUTS)}")
-    samples = [_layout(k, ids, num_image_tokens, special, prompt_ce_weight)
-               for ids, k in zip(text_ids, kinds)]
+        raise ValueError(
+            f"pack_sequences: unknown kind(s) {unknown}; expected one of {list(LAYOUTS)}"
+        )
+    samples = [
+        _layout(k, ids, num_image_tokens, special, prompt_ce_weight)
+        for ids, k in zip(text_ids, kinds)
+    ]
     B, L = len(samples), max(len(s[0]) for s in samples)
     input_ids = torch.full((B, L), special.pad, dtype=torch.long)
     valid = torch.zeros(B, L, dtype=torch.bool)
@@ -124,14 +130,18 @@ def pack_sequences(
         valid[b, cols] = True
         is_image[b, cols] = torch.tensor(img, dtype=torch.bool)
         weights[b, cols] = torch.tensor(w, dtype=torch.float32)
-    position_ids = (valid.long().cumsum(1) - 1).clamp(min=0)                     # (B, L)
+    position_ids = (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, L)
     labels = torch.where(weights > 0, input_ids, torch.full_like(input_ids, -100))
-    block_ids = is_image.long()                                                  # one image per sample
+    block_ids = is_image.long()  # one image per sample
     image_start = torch.where(is_image.any(1), is_image.long().argmax(1), torch.full((B,), -1))
     return PackedBatch(
-        input_ids=input_ids.to(device), valid=valid.to(device), is_image=is_image.to(device),
-        block_ids=block_ids.to(device), position_ids=position_ids.to(device),
-        labels=labels.to(device), label_weights=weights.to(device),
+        input_ids=input_ids.to(device),
+        valid=valid.to(device),
+        is_image=is_image.to(device),
+        block_ids=block_ids.to(device),
+        position_ids=position_ids.to(device),
+        labels=labels.to(device),
+        label_weights=weights.to(device),
         attention_mask=build_attention_mask(block_ids, valid).to(device),
         image_start=image_start.to(device),
         generative=torch.tensor([k in GENERATIVE_KINDS for k in kinds], device=device),

@@ -23,21 +23,28 @@ from mmar.model.config import SamplingConfig
 Seed = int | Sequence[int]
 
 
-def sampling_config(base: SamplingConfig, sampling: SamplingConfig | None = None,
-                    **overrides: Any) -> SamplingConfig:
+def sampling_config(
+    base: SamplingConfig, sampling: SamplingConfig | None = None, **overrides: Any
+) -> SamplingConfig:
     """``sampling`` (default: ``base``, the model's recommended settings) with single fields
     overridden, validated. Unknown field names are refused with the list of known ones."""
     known = {f.name for f in dataclasses.fields(SamplingConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ConfigError(f"SamplingConfig has no field(s) {unknown}; known fields are "
-                          f"{sorted(known)}, e.g. guidance_scale=3.0, num_steps=50")
+        raise ConfigError(
+            f"SamplingConfig has no field(s) {unknown}; known fields are "
+            f"{sorted(known)}, e.g. guidance_scale=3.0, num_steps=50"
+        )
     s = sampling if sampling is not None else base
     s = s.replace(**{k: v for k, v in overrides.items() if v is not None})
     if s.temperature_ignored:
-        warnings.warn(f"temperature={s.temperature} has no effect with scheduler 'ddim' at "
-                      "eta = 0 (deterministic DDIM injects no noise); use scheduler 'ddpm' or "
-                      "eta > 0 for it to act", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"temperature={s.temperature} has no effect with scheduler 'ddim' at "
+            "eta = 0 (deterministic DDIM injects no noise); use scheduler 'ddpm' or "
+            "eta > 0 for it to act",
+            UserWarning,
+            stacklevel=3,
+        )
     return s
 
 
@@ -47,8 +54,10 @@ def sample_seeds(seed: Seed, n: int) -> list[int]:
         return [seed + i for i in range(n)]
     seeds = [int(x) for x in seed]
     if len(seeds) != n:
-        raise ValueError(f"seed: got {len(seeds)} seeds for {n} samples; pass one int (sample i "
-                         "uses seed + i) or exactly one seed per sample")
+        raise ValueError(
+            f"seed: got {len(seeds)} seeds for {n} samples; pass one int (sample i "
+            "uses seed + i) or exactly one seed per sample"
+        )
     return seeds
 
 
@@ -61,6 +70,8 @@ def as_list(prompts: str | Sequence[str], what: str = "prompts") -> list[str]:
     """A prompt or a list of prompts -> a non-empty list."""
     out = [prompts] if isinstance(prompts, str) else list(prompts)
     if not out:
-        raise ValueError(f"{what} is empty; pass at least one, e.g. ['a red circle'] ('' gives "
-                         "an unconditional sample)")
+        raise ValueError(
+            f"{what} is empty; pass at least one, e.g. ['a red circle'] ('' gives "
+            "an unconditional sample)"
+        )
     return out

@@ -35,22 +35,26 @@ class CaptionPipeline:
     def __init__(self, model: MMARModel, processor: MMARProcessor):
         self.model, self.processor = model, processor
 
-    def __call__(self, images: ImagesLike, sampling: SamplingConfig | None = None,
-                 seed: Seed = 0) -> list[str]:
+    def __call__(
+        self, images: ImagesLike, sampling: SamplingConfig | None = None, seed: Seed = 0
+    ) -> list[str]:
         """One caption per image; ``sampling.max_new_tokens`` / ``text_temperature`` (0 =
         greedy) / ``batch_size``, default the model's ``config.sampling``."""
         return self.processor.decode_ids(self.generate_ids(images, sampling, seed))
 
     @torch.no_grad()
-    def generate_ids(self, images: ImagesLike, sampling: SamplingConfig | None = None,
-                     seed: Seed = 0) -> torch.Tensor:
+    def generate_ids(
+        self, images: ImagesLike, sampling: SamplingConfig | None = None, seed: Seed = 0
+    ) -> torch.Tensor:
         """Generated token ids (B, T), T <= max_new_tokens, pad after each row's eos."""
         s = sampling_config(self.model.config.sampling, sampling)
-        x = self.processor.preprocess(images).to(self.model.device)         # (B, C, H, W)
+        x = self.processor.preprocess(images).to(self.model.device)  # (B, C, H, W)
         seeds = sample_seeds(seed, x.shape[0])
         with eval_mode(self.model):
-            chunks = [self._decode(x[i:i + s.batch_size], seeds[i:i + s.batch_size], s)
-                      for i in range(0, x.shape[0], s.batch_size)]
+            chunks = [
+                self._decode(x[i : i + s.batch_size], seeds[i : i + s.batch_size], s)
+                for i in range(0, x.shape[0], s.batch_size)
+            ]
         T = max(c.shape[1] for c in chunks)
         pad = self.processor.special.pad
         return torch.cat([F.pad(c, (0, T - c.shape[1]), value=pad) for c in chunks])
@@ -58,31 +62,35 @@ class CaptionPipeline:
     def _decode(self, x: torch.Tensor, seeds: Sequence[int], s: SamplingConfig) -> torch.Tensor:
         model, sp, dev = self.model, self.processor.special, self.model.device
         B = x.shape[0]
-        batch = self.processor.pack([""] * B, ["img"] * B).to(dev)          # [bos][boi] img [eoi]
-        tokens = self.processor.encode_images(x)                            # (B, N, D)
-        h, cache = model.backbone_hidden(model.embed(batch, tokens), batch.attention_mask,
-                                         batch.position_ids, use_cache=True)
-        logits = model.logits(h[:, -1]).float()                             # (B, V)
+        batch = self.processor.pack([""] * B, ["img"] * B).to(dev)  # [bos][boi] img [eoi]
+        tokens = self.processor.encode_images(x)  # (B, N, D)
+        h, cache = model.backbone_hidden(
+            model.embed(batch, tokens), batch.attention_mask, batch.position_ids, use_cache=True
+        )
+        logits = model.logits(h[:, -1]).float()  # (B, V)
         gens = generators(seeds, dev) if s.text_temperature > 0 else []
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         L, out = batch.input_ids.shape[1], []
         for step in range(s.max_new_tokens):
             if s.text_temperature == 0:
-                nxt = logits.argmax(-1)                                     # (B,)
+                nxt = logits.argmax(-1)  # (B,)
             else:
                 probs = torch.softmax(logits / s.text_temperature, dim=-1)  # (B, V)
-                nxt = torch.cat([torch.multinomial(probs[b], 1, generator=g)
-                                 for b, g in enumerate(gens)])              # (B,)
+                nxt = torch.cat(
+                    [torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(gens)]
+                )  # (B,)
             nxt = torch.where(done, torch.full_like(nxt, sp.pad), nxt)
             out.append(nxt)
             done |= nxt == sp.eos
             if bool(done.all()) or step == s.max_new_tokens - 1:
                 break
-            kv = L + step + 1                                               # keys incl. nxt
+            kv = L + step + 1  # keys incl. nxt
             h, cache = model.backbone_hidden(
                 model.backbone.get_input_embeddings()(nxt[:, None]),
                 torch.ones(B, 1, 1, kv, dtype=torch.bool, device=dev),
                 torch.full((B, 1), L + step, device=dev),
-                cache=cache, use_cache=True)
+                cache=cache,
+                use_cache=True,
+            )
             logits = model.logits(h[:, -1]).float()
-        return torch.stack(out, 1)                                          # (B, T)
+        return torch.stack(out, 1)  # (B, T)

@@ -38,8 +38,9 @@ class MMAR:
 
     # --- construction and persistence ---------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: torch.device | str | None = None,
-                        use_ema: bool = True) -> MMAR:
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str | None = None, use_ema: bool = True
+    ) -> MMAR:
         """Load a checkpoint directory (``save_pretrained``'s, a run's ``final/``, or a
         ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``."""
         processor = MMARProcessor.from_pretrained(directory)
@@ -53,8 +54,12 @@ class MMAR:
         processor = MMARProcessor.from_config(config, corpus)
         return cls(MMARModel(config, processor.vocab_size, processor.special), processor)
 
-    def save_pretrained(self, directory: str | Path, ema_state_dict: dict[str, torch.Tensor] | None
-                        = None, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        ema_state_dict: dict[str, torch.Tensor] | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """Write config.json, model.safetensors (+ EMA), backbone/ and the processor's tokenizer/
         (and image_tokenizer.safetensors); see ``MMARModel.save_pretrained``."""
         self.model.save_pretrained(directory, ema_state_dict=ema_state_dict, state_dict=state_dict)
@@ -80,9 +85,14 @@ class MMAR:
         return self.model.device
 
     # --- the pipelines ----------------------------------------------------------------------
-    def generate_images(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
-                        seed: Seed = 0, use_cache: bool = True,
-                        **overrides: Any) -> list[Image.Image]:
+    def generate_images(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        use_cache: bool = True,
+        **overrides: Any,
+    ) -> list[Image.Image]:
         """Text to image, one PIL image per prompt ("" = unconditional); see
         ``TextToImagePipeline``. overrides: ``SamplingConfig`` fields, e.g. ``num_iter=16,
         guidance_scale=3.0, num_steps=50, scheduler="ddpm", temperature=0.8, batch_size=32``.
@@ -90,14 +100,25 @@ class MMAR:
         s = sampling_config(self.sampling, sampling, **overrides)
         return self.text_to_image(prompts, s, seed, use_cache)
 
-    def generate_tokens(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
-                        seed: Seed = 0, use_cache: bool = True, **overrides: Any) -> torch.Tensor:
+    def generate_tokens(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        use_cache: bool = True,
+        **overrides: Any,
+    ) -> torch.Tensor:
         """Image tokens (B, N, D) instead of images; arguments as ``generate_images``."""
         s = sampling_config(self.sampling, sampling, **overrides)
         return self.text_to_image.generate_tokens(prompts, s, seed, use_cache)
 
-    def caption(self, images: ImagesLike, sampling: SamplingConfig | None = None, seed: Seed = 0,
-                **overrides: Any) -> list[str]:
+    def caption(
+        self,
+        images: ImagesLike,
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        **overrides: Any,
+    ) -> list[str]:
         """Image to text, one caption per image (greedy unless ``text_temperature`` > 0); see
         ``CaptionPipeline``. overrides: ``SamplingConfig`` fields, e.g. ``max_new_tokens=32``."""
         s = sampling_config(self.sampling, sampling, **overrides)
@@ -111,7 +132,7 @@ class MMAR:
         tokens = self.processor.encode_images(self.processor.preprocess(images).to(self.device))
         with eval_mode(self.model):
             hidden = self.model.hidden_states(batch, tokens)
-        ce, w = self.model.text_ce(hidden, batch)                                   # (T,) x 2
+        ce, w = self.model.text_ce(hidden, batch)  # (T,) x 2
         return float((ce * w).sum()), int((w > 0).sum())
 
     def __repr__(self) -> str:

@@ -45,8 +45,13 @@ class TextToImagePipeline:
     def __init__(self, model: MMARModel, processor: MMARProcessor):
         self.model, self.processor = model, processor
 
-    def __call__(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
-                 seed: Seed = 0, use_cache: bool = True) -> list[Image.Image]:
+    def __call__(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        use_cache: bool = True,
+    ) -> list[Image.Image]:
         """One image per prompt ("" = unconditional), as PIL images of the tokenizer's size and
         mode. sampling: default the model's recommended ``config.sampling``. seed: sample i uses
         seed + i (or seed[i]), whatever the batch."""
@@ -54,23 +59,47 @@ class TextToImagePipeline:
         return self.processor.postprocess(self.processor.decode_tokens(tokens))
 
     @torch.no_grad()
-    def generate_tokens(self, prompts: str | Sequence[str], sampling: SamplingConfig | None = None,
-                        seed: Seed = 0, use_cache: bool = True) -> torch.Tensor:
+    def generate_tokens(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
         """Image tokens (B, N, D) for the prompts; arguments as ``__call__``."""
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
         seeds = sample_seeds(seed, len(prompts))
-        scheduler = build_noise_scheduler(s.scheduler, self.model.noise_schedule(),
-                                          self.model.config.diffusion.parameterization, s.eta)
+        scheduler = build_noise_scheduler(
+            s.scheduler,
+            self.model.noise_schedule(),
+            self.model.config.diffusion.parameterization,
+            s.eta,
+        )
         with eval_mode(self.model):
-            return torch.cat([
-                self._sample_batch(prompts[i:i + s.batch_size], seeds[i:i + s.batch_size], s,
-                                   scheduler, use_cache)
-                for i in range(0, len(prompts), s.batch_size)])
+            return torch.cat(
+                [
+                    self._sample_batch(
+                        prompts[i : i + s.batch_size],
+                        seeds[i : i + s.batch_size],
+                        s,
+                        scheduler,
+                        use_cache,
+                    )
+                    for i in range(0, len(prompts), s.batch_size)
+                ]
+            )
 
-    def _sample_batch(self, prompts: list[str], seeds: list[int], s: SamplingConfig,
-                      scheduler: NoiseScheduler, use_cache: bool) -> torch.Tensor:
+    def _sample_batch(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        s: SamplingConfig,
+        scheduler: NoiseScheduler,
+        use_cache: bool,
+    ) -> torch.Tensor:
         """Tokens (B, N, D) of one batch of prompts."""
+        # fmt: off
         model, dev = self.model, self.model.device
         B, N, D = len(prompts), model.num_image_tokens, model.geometry.token_dim
         gens = generators(seeds, dev)
@@ -78,7 +107,7 @@ class TextToImagePipeline:
         texts = prompts + ([""] * B if guided else [])
         batch = self.processor.pack(texts, ["gen"] * len(texts), padding_side="left").to(dev)
         P = batch.input_ids.shape[1] - N                                   # prefix length
-        text_emb = model.embed(batch)                                      # (B2, L, W), B2 = B or 2B
+        text_emb = model.embed(batch)                                      # (B2, L, W), B2: B | 2B
         mask, pos = batch.attention_mask, batch.position_ids               # (B2, 1, L, L), (B2, L)
         cache = None
         if use_cache:
@@ -112,3 +141,4 @@ class TextToImagePipeline:
             tokens.scatter_(1, reveal[..., None].expand(-1, -1, D), x0.view(B, -1, D).float())
             masked.scatter_(1, reveal, False)
         return tokens
+        # fmt: on

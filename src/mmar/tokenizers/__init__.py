@@ -23,19 +23,19 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 __all__ = [
-    "ImageTokenizerConfig",
-    "TextTokenizerConfig",
-    "TokenGeometry",
-    "ImageTokenizer",
-    "PixelTokenizer",
-    "KL16Tokenizer",
     "KL16_SCALE",
     "DiffusersVAETokenizer",
-    "patchify",
-    "unpatchify",
+    "ImageTokenizer",
+    "ImageTokenizerConfig",
+    "KL16Tokenizer",
+    "PixelTokenizer",
+    "TextTokenizerConfig",
+    "TokenGeometry",
     "add_image_tokens",
     "build_image_tokenizer",
     "build_text_tokenizer",
+    "patchify",
+    "unpatchify",
 ]
 
 
@@ -64,7 +64,7 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig) -> ImageTokenizer:
 
 def build_text_tokenizer(
     cfg: TextTokenizerConfig, corpus: list[str] | None = None
-) -> "PreTrainedTokenizerFast":
+) -> PreTrainedTokenizerFast:
     """The text tokenizer a config describes, with `<boi>`/`<eoi>` and pad/eos ensured.
 
     corpus: the captions to build the "words" vocabulary from (required for that kind only).

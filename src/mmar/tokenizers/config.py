@@ -104,8 +104,10 @@ class ImageTokenizerConfig(Config):
         from mmar.tokenizers.diffusers_vae import diffusers_vae_geometry
 
         if self.path is None:
-            raise ConfigError(f"{type(self).__name__}.path: kind 'diffusers' needs a local "
-                              "AutoencoderKL directory, e.g. path: /models/sd-vae")
+            raise ConfigError(
+                f"{type(self).__name__}.path: kind 'diffusers' needs a local "
+                "AutoencoderKL directory, e.g. path: /models/sd-vae"
+            )
         return diffusers_vae_geometry(self.path)
 
     def geometry(self) -> TokenGeometry:

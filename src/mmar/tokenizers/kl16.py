@@ -193,7 +193,9 @@ class Decoder(nn.Module):
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
         self.mid = _Mid(block_in)
-        levels: list[nn.Module] = []  # built from the lowest resolution up, stored by level index like MAR
+        levels: list[
+            nn.Module
+        ] = []  # built from the lowest resolution up, stored by level index like MAR
         for i in reversed(range(len(ch_mult))):
             out = ch * ch_mult[i]
             widths = [(block_in if j == 0 else out, out) for j in range(num_res_blocks + 1)]

@@ -19,6 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers.trainers import WordLevelTrainer
@@ -53,9 +54,10 @@ def add_image_tokens(tok: PreTrainedTokenizerFast) -> SpecialTokenIds:
     tok.add_tokens(
         [AddedToken(t, special=True, normalized=False) for t in (BOI, EOI)], special_tokens=True
     )
-    ids = tok.convert_tokens_to_ids([BOI, EOI])
-    return SpecialTokenIds(boi=ids[0], eoi=ids[1], pad=tok.pad_token_id, eos=tok.eos_token_id,
-                           bos=tok.bos_token_id)
+    boi, eoi = cast(list[int], tok.convert_tokens_to_ids([BOI, EOI]))
+    return SpecialTokenIds(
+        boi=boi, eoi=eoi, pad=tok.pad_token_id, eos=tok.eos_token_id, bos=tok.bos_token_id
+    )
 
 
 def build_word_tokenizer(corpus: list[str], vocab_size: int = 0) -> PreTrainedTokenizerFast:
@@ -108,7 +110,7 @@ def build_pretrained_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
             "directory with tokenizer.json, e.g. a downloaded Qwen2-0.5B"
         )
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    if not tok.is_fast:
+    if not isinstance(tok, PreTrainedTokenizerFast):
         raise TypeError(f"{path}: a fast (tokenizers-backed) tokenizer is needed, got {type(tok)}")
     return tok
 
@@ -179,4 +181,7 @@ def build_gguf_tokenizer(
     file = Path(path) / gguf_file
     if not file.is_file():
         raise FileNotFoundError(f"TextTokenizerConfig: GGUF file {file} does not exist")
-    return AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(path), gguf_file=gguf_file, local_files_only=True)
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise TypeError(f"{file}: expected a fast tokenizer from the GGUF file, got {type(tok)}")
+    return tok

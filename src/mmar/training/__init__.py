@@ -29,7 +29,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:  # lazy: importing the configs does not import the trainer's torch stack
+def __getattr__(
+    name: str,
+) -> Any:  # lazy: importing the configs does not import the trainer's torch stack
     if name in _EXPORTS:
         import importlib
 

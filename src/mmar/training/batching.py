@@ -61,11 +61,18 @@ class TrainingCollator:
             return {"inputs": None, "n": 0, "skipped": skipped}
         missing = [i for i, it in enumerate(good) if "key" not in it]
         if missing:
-            raise ValueError(f"TrainingCollator: items {missing[:5]} have no 'key'; a dataset "
-                             "item must name itself (see mmar.data)")
+            raise ValueError(
+                f"TrainingCollator: items {missing[:5]} have no 'key'; a dataset "
+                "item must name itself (see mmar.data)"
+            )
         stacked = collate(list(good))
         gens = [sample_generator(self.seed, self.epoch, it["key"]) for it in good]
         kinds = [draw_kind(self.kinds, g) for g in gens]
-        inputs: ModelInputs = self.processor(stacked["texts"], kinds, images=stacked.get("images"),
-                                             latents=stacked.get("latents"), generators=gens)
+        inputs: ModelInputs = self.processor(
+            stacked["texts"],
+            kinds,
+            images=stacked.get("images"),
+            latents=stacked.get("latents"),
+            generators=gens,
+        )
         return {"inputs": inputs, "n": len(good), "skipped": skipped}

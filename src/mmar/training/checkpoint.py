@@ -213,8 +213,10 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every RNG the run draws from: its generator, torch's global (dropout, init) and CUDA's."""
-    state: dict[str, Any] = {"generator": generator.get_state(),
-                             "torch_global": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "generator": generator.get_state(),
+        "torch_global": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -247,8 +249,10 @@ def save_trainer_state(
     state.json keeps the EMA's update count and decay.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state,
-               state_dir / "optimizer.pt")
+    torch.save(
+        optimizer.state_dict() if optimizer_state is None else optimizer_state,
+        state_dir / "optimizer.pt",
+    )
     torch.save(scheduler.state_dict(), state_dir / "scheduler.pt")
     torch.save({"ranks": rng_states or [rng_state(generator)]}, state_dir / "rng.pt")
     ema_state = {k: v for k, v in ema.state_dict().items() if k != "shadow"}
@@ -265,9 +269,12 @@ def _reading(file: Path) -> Iterator[None]:
         raise CheckpointError(f"{file}: {type(e).__name__}: {e}") from e
 
 
-def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
-                    model: torch.nn.Module | None = None,
-                    device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+def load_ema_shadow(
+    weights_file: str | Path,
+    names: Iterable[str],
+    model: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, torch.Tensor]:
     """The EMA shadows ``names`` (keyed as ``EMA.shadow``) from save_pretrained's "ema." tensors.
 
     The shadow is keyed by ``named_parameters()`` names, whereas save_pretrained stores a tied
@@ -285,8 +292,10 @@ def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
     with _reading(weights_file), safe_open(str(weights_file), "pt", device=str(device)) as f:
         stored = set(f.keys())
         for name in names:
-            key = next((EMA_PREFIX + a for a in aliases.get(name, [name])
-                        if EMA_PREFIX + a in stored), None)
+            key = next(
+                (EMA_PREFIX + a for a in aliases.get(name, [name]) if EMA_PREFIX + a in stored),
+                None,
+            )
             if key is None:
                 missing.append(name)
             else:
@@ -295,7 +304,8 @@ def load_ema_shadow(weights_file: str | Path, names: Iterable[str],
         raise ValueError(
             f"{weights_file} holds no {EMA_PREFIX!r} tensor for the trainable parameters "
             f"{missing[:5]} ({len(missing)} in all); was it saved with another model or "
-            "finetune mode?")
+            "finetune mode?"
+        )
     return out
 
 

@@ -46,19 +46,37 @@ class OptimConfig(Config):
         super().validate()
         n = type(self).__name__
         check(self.lr > 0, f"{n}.lr", f"must be > 0, e.g. lr: 3.0e-4, got {self.lr}")
-        check(0 <= self.min_lr <= self.lr, f"{n}.min_lr",
-              f"must be in [0, lr={self.lr}], e.g. min_lr: {self.lr / 10:g}, got {self.min_lr}")
-        check(self.warmup_steps >= 0, f"{n}.warmup_steps",
-              f"must be >= 0, e.g. warmup_steps: 100, got {self.warmup_steps}")
-        check(all(0 <= b < 1 for b in self.betas), f"{n}.betas",
-              f"each must be in [0, 1), e.g. betas: [0.9, 0.95], got {list(self.betas)}")
+        check(
+            0 <= self.min_lr <= self.lr,
+            f"{n}.min_lr",
+            f"must be in [0, lr={self.lr}], e.g. min_lr: {self.lr / 10:g}, got {self.min_lr}",
+        )
+        check(
+            self.warmup_steps >= 0,
+            f"{n}.warmup_steps",
+            f"must be >= 0, e.g. warmup_steps: 100, got {self.warmup_steps}",
+        )
+        check(
+            all(0 <= b < 1 for b in self.betas),
+            f"{n}.betas",
+            f"each must be in [0, 1), e.g. betas: [0.9, 0.95], got {list(self.betas)}",
+        )
         check(self.eps > 0, f"{n}.eps", f"must be > 0, e.g. eps: 1.0e-8, got {self.eps}")
-        check(self.weight_decay >= 0, f"{n}.weight_decay",
-              f"must be >= 0, e.g. weight_decay: 0.02, got {self.weight_decay}")
-        check(self.grad_clip >= 0, f"{n}.grad_clip",
-              f"must be >= 0 (0 = off), e.g. grad_clip: 3.0, got {self.grad_clip}")
-        check(0 <= self.ema_decay < 1, f"{n}.ema_decay",
-              f"must be in [0, 1), e.g. ema_decay: 0.999, got {self.ema_decay}")
+        check(
+            self.weight_decay >= 0,
+            f"{n}.weight_decay",
+            f"must be >= 0, e.g. weight_decay: 0.02, got {self.weight_decay}",
+        )
+        check(
+            self.grad_clip >= 0,
+            f"{n}.grad_clip",
+            f"must be >= 0 (0 = off), e.g. grad_clip: 3.0, got {self.grad_clip}",
+        )
+        check(
+            0 <= self.ema_decay < 1,
+            f"{n}.ema_decay",
+            f"must be in [0, 1), e.g. ema_decay: 0.999, got {self.ema_decay}",
+        )
 
 
 @dataclass
@@ -118,14 +136,26 @@ class TrainConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        for name, example in (("steps", 1000), ("batch_size", 32), ("grad_accum", 1),
-                              ("log_every", 10), ("keep_last", 3), ("max_nan_in_row", 10)):
+        for name, example in (
+            ("steps", 1000),
+            ("batch_size", 32),
+            ("grad_accum", 1),
+            ("log_every", 10),
+            ("keep_last", 3),
+            ("max_nan_in_row", 10),
+        ):
             v = getattr(self, name)
             check(v >= 1, f"{n}.{name}", f"must be >= 1, e.g. {name}: {example}, got {v}")
-        check(self.ckpt_every >= 0, f"{n}.ckpt_every",
-              f"must be >= 0 (0 = only at the end), e.g. ckpt_every: 500, got {self.ckpt_every}")
-        check(self.max_minutes is None or self.max_minutes > 0, f"{n}.max_minutes",
-              f"must be > 0 or null (no budget), e.g. max_minutes: 10, got {self.max_minutes}")
+        check(
+            self.ckpt_every >= 0,
+            f"{n}.ckpt_every",
+            f"must be >= 0 (0 = only at the end), e.g. ckpt_every: 500, got {self.ckpt_every}",
+        )
+        check(
+            self.max_minutes is None or self.max_minutes > 0,
+            f"{n}.max_minutes",
+            f"must be > 0 or null (no budget), e.g. max_minutes: 10, got {self.max_minutes}",
+        )
 
 
 @dataclass
@@ -143,15 +173,21 @@ class RunConfig(Config):
         n = type(self).__name__
         tok = self.model.image_tokenizer
         if self.data.name != "latents":  # a latent cache is checked against the model when read
-            check(self.data.image_size == tok.image_size, f"{n}.data.image_size",
-                  f"is {self.data.image_size} but model.image_tokenizer.image_size is "
-                  f"{tok.image_size}: set both to the same value, e.g. data.image_size: "
-                  f"{tok.image_size}")
-            check(self.data.image_channels == tok.image_channels, f"{n}.data.channels",
-                  f"gives {self.data.image_channels}-channel images but "
-                  f"model.image_tokenizer.image_channels is {tok.image_channels}: set "
-                  f"data.channels: {tok.image_channels} (grey digits are repeated to RGB) or "
-                  f"change the tokenizer")
+            check(
+                self.data.image_size == tok.image_size,
+                f"{n}.data.image_size",
+                f"is {self.data.image_size} but model.image_tokenizer.image_size is "
+                f"{tok.image_size}: set both to the same value, e.g. data.image_size: "
+                f"{tok.image_size}",
+            )
+            check(
+                self.data.image_channels == tok.image_channels,
+                f"{n}.data.channels",
+                f"gives {self.data.image_channels}-channel images but "
+                f"model.image_tokenizer.image_channels is {tok.image_channels}: set "
+                f"data.channels: {tok.image_channels} (grey digits are repeated to RGB) or "
+                f"change the tokenizer",
+            )
 
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+
 def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None

@@ -54,10 +54,12 @@ class ParallelConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        check(self.strategy == "fsdp" or self.fsdp_param_dtype == "fp32",
-              f"{type(self).__name__}.fsdp_param_dtype",
-              f"only applies to strategy 'fsdp' (got strategy {self.strategy!r}); "
-              "leave it at fp32 or set strategy: fsdp")
+        check(
+            self.strategy == "fsdp" or self.fsdp_param_dtype == "fp32",
+            f"{type(self).__name__}.fsdp_param_dtype",
+            f"only applies to strategy 'fsdp' (got strategy {self.strategy!r}); "
+            "leave it at fp32 or set strategy: fsdp",
+        )
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,8 @@ def init_distributed(cfg: ParallelConfig, device: torch.device) -> tuple[DistInf
             raise ConfigError(
                 f"RunConfig.parallel.strategy: torchrun started {world} processes but the "
                 "strategy is 'none'; set parallel.strategy: ddp (or fsdp), e.g. --set "
-                "parallel.strategy=ddp")
+                "parallel.strategy=ddp"
+            )
         return DistInfo(), device
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
@@ -110,8 +113,9 @@ def init_distributed(cfg: ParallelConfig, device: torch.device) -> tuple[DistInf
             os.environ.setdefault("MASTER_PORT", "29500")
             os.environ.setdefault("RANK", "0")
             os.environ.setdefault("WORLD_SIZE", "1")
-        dist.init_process_group(backend_for(device, cfg),
-                                device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend_for(device, cfg), device_id=device if device.type == "cuda" else None
+        )
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, cfg.strategy), device
 
 
@@ -130,21 +134,28 @@ def parallelize(model: MMARModel, cfg: ParallelConfig, device: torch.device) -> 
         # find_unused_parameters: a rank whose micro-batch has no image sample (or no masked
         # token) never calls the ViT / diffusion head, and ranks need not agree on that
         return DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     mp = MixedPrecisionPolicy(
         param_dtype=torch.bfloat16 if cfg.fsdp_param_dtype == "bf16" else None,
-        reduce_dtype=torch.float32)
+        reduce_dtype=torch.float32,
+    )
     blocks = list(cast(nn.ModuleList, model.backbone.get_decoder().layers))
     for i, block in enumerate(blocks):
         # the last block's weights are needed again at once by the backward: keep them
-        fully_shard(block, mesh=mesh, mp_policy=mp,
-                    reshard_after_forward=cfg.fsdp_reshard_after_forward and i < len(blocks) - 1)
-    sharded = cast(FSDPModule, fully_shard(model, mesh=mesh, mp_policy=mp))
+        fully_shard(
+            block,
+            mesh=mesh,
+            mp_policy=mp,
+            reshard_after_forward=cfg.fsdp_reshard_after_forward and i < len(blocks) - 1,
+        )
+    sharded: FSDPModule = fully_shard(model, mesh=mesh, mp_policy=mp)
     # as with DDP, ranks may differ in which root-group parameters got a gradient: reduce zeros
     sharded.set_reduce_scatter_unused_params(True)
     return model
@@ -164,7 +175,8 @@ class ShardedBatchSampler:
             raise ConfigError(
                 f"RunConfig.train.batch_size: the global batch {sampler.batch_size} must be "
                 f"divisible by the world size {world_size}, e.g. batch_size: "
-                f"{max(world_size, sampler.batch_size // world_size * world_size)}")
+                f"{max(world_size, sampler.batch_size // world_size * world_size)}"
+            )
         self.sampler, self.rank, self.world_size = sampler, rank, world_size
         self.local_batch_size = sampler.batch_size // world_size
 
@@ -179,7 +191,7 @@ class ShardedBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         b = self.local_batch_size
         for batch in self.sampler:
-            yield batch[self.rank * b:(self.rank + 1) * b]
+            yield batch[self.rank * b : (self.rank + 1) * b]
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
@@ -190,8 +202,9 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
-def global_mean_loss(out: dict, lambda_img: float, world_size: int,
-                     device: torch.device) -> tuple[torch.Tensor, dict]:
+def global_mean_loss(
+    out: dict, lambda_img: float, world_size: int, device: torch.device
+) -> tuple[torch.Tensor, dict]:
     """The loss to back-propagate on this rank, and the global means to log.
 
     With W_r the text-CE weight and M_r the masked tokens of rank r (W = sum_r W_r, M likewise),
@@ -207,12 +220,15 @@ def global_mean_loss(out: dict, lambda_img: float, world_size: int,
     w, m = float(out["text_weight"]), float(out["n_masked"])
     lt, ld = out["loss_text"], out["loss_diff"]
     sum_w, sum_m, sum_lt, sum_ld = all_reduce_sum(
-        [w, m, float(lt.detach()) * w, float(ld.detach()) * m], device)
+        [w, m, float(lt.detach()) * w, float(ld.detach()) * m], device
+    )
     zero = lt.new_zeros(())
     text = lt * (world_size * w / sum_w) if sum_w > 0 else zero
     diff = ld * (world_size * m / sum_m) if sum_m > 0 else zero
-    logged = {"loss_text": sum_lt / sum_w if sum_w > 0 else 0.0,
-              "loss_diff": sum_ld / sum_m if sum_m > 0 else 0.0}
+    logged = {
+        "loss_text": sum_lt / sum_w if sum_w > 0 else 0.0,
+        "loss_diff": sum_ld / sum_m if sum_m > 0 else 0.0,
+    }
     logged["loss"] = logged["loss_text"] + lambda_img * logged["loss_diff"]
     return text + lambda_img * diff, logged
 
@@ -222,8 +238,10 @@ def full_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Gather sharded (DTensor) entries to full CPU tensors; a collective when any is sharded."""
     from torch.distributed.tensor import DTensor
 
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
-            for k, v in state.items()}
+    return {
+        k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu()
+        for k, v in state.items()
+    }
 
 
 def shard_like(full: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict:
@@ -234,8 +252,9 @@ def shard_like(full: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> 
     for k, v in full.items():
         ref = like.get(k)
         if isinstance(ref, DTensor):
-            v = distribute_tensor(v.to(ref.device, ref.dtype), ref.device_mesh, ref.placements,
-                                  src_data_rank=None)  # every rank read the file: no broadcast
+            v = distribute_tensor(
+                v.to(ref.device, ref.dtype), ref.device_mesh, ref.placements, src_data_rank=None
+            )  # every rank read the file: no broadcast
         out[k] = v
     return out
 
@@ -248,8 +267,9 @@ def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     sharded = dist.is_initialized() and dist.get_world_size() > 1
-    state = get_model_state_dict(model, options=StateDictOptions(
-        full_state_dict=True, cpu_offload=sharded))
+    state = get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=sharded)
+    )
     return cast(dict[str, torch.Tensor], state)
 
 
@@ -261,17 +281,20 @@ def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> 
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
     sharded = dist.is_initialized() and dist.get_world_size() > 1
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(
-        full_state_dict=True, cpu_offload=sharded))
+    return get_optimizer_state_dict(
+        model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=sharded)
+    )
 
 
-def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer,
-                              state: dict) -> None:
+def load_full_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict
+) -> None:
     """Load a :func:`full_optimizer_state` dict (every rank passes the whole of it)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state,
-                             options=StateDictOptions(full_state_dict=True))
+    set_optimizer_state_dict(
+        model, optimizer, state, options=StateDictOptions(full_state_dict=True)
+    )
 
 
 def gather_objects(obj: Any) -> list[Any]:

@@ -47,10 +47,19 @@ from mmar.training.data_order import ResumableBatchSampler, StreamPosition
 from mmar.training.ema import EMA
 from mmar.training.metrics import MetricsLog, plot_loss
 from mmar.training.optim import build_lr_scheduler, build_optimizer
-from mmar.training.parallel import (ShardedBatchSampler, all_reduce_sum, barrier, destroy,
-                                    full_model_state, full_optimizer_state, full_tensors,
-                                    gather_objects, global_mean_loss, init_distributed,
-                                    parallelize)
+from mmar.training.parallel import (
+    ShardedBatchSampler,
+    all_reduce_sum,
+    barrier,
+    destroy,
+    full_model_state,
+    full_optimizer_state,
+    full_tensors,
+    gather_objects,
+    global_mean_loss,
+    init_distributed,
+    parallelize,
+)
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)``, called by ``fit()`` once after every training step.
@@ -71,8 +80,16 @@ leave the model, optimiser and RNGs (torch's global one included) alone.
 """
 
 # train.* fields a resumed run may change; everything else must match the checkpoint.
-RESUMABLE_CHANGES = {"steps", "max_minutes", "progress", "log_every", "ckpt_every", "keep_last",
-                     "max_nan_in_row", "device"}
+RESUMABLE_CHANGES = {
+    "steps",
+    "max_minutes",
+    "progress",
+    "log_every",
+    "ckpt_every",
+    "keep_last",
+    "max_nan_in_row",
+    "device",
+}
 # sections a resumed run may change: checkpoints hold full tensors keyed by name (any world
 # size); the recommended sampling settings saved with the model do not affect training
 RESUMABLE_SECTIONS = {"parallel", "model.sampling"}
@@ -109,8 +126,14 @@ class Trainer:
     Seeds torch's global RNG with ``train.seed`` (weight init, any dropout), as HF's set_seed does.
     """
 
-    def __init__(self, run_cfg: RunConfig, out_dir: str | Path, resume: bool = False,
-                 model: MMARModel | None = None, callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self,
+        run_cfg: RunConfig,
+        out_dir: str | Path,
+        resume: bool = False,
+        model: MMARModel | None = None,
+        callbacks: Sequence[Callback] = (),
+    ):
         run_cfg.validate()
         self.cfg, self.out = run_cfg, Path(out_dir)
         self.callbacks = list(callbacks)
@@ -120,12 +143,15 @@ class Trainer:
         self.resume_from = self._check_out_dir(resume)
         init_from = None if self.resume_from else tc.init_from
         if init_from is not None and not (Path(init_from) / "model.safetensors").is_file():
-            raise ConfigError(f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
-                              " point it at a run's final/ or checkpoints/step_XXXXXXX directory")
+            raise ConfigError(
+                f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
+                " point it at a run's final/ or checkpoints/step_XXXXXXX directory"
+            )
         torch.manual_seed(tc.seed)
         # masks and diffusion noise: on the training device, as the model draws them
         self.generator = torch.Generator(self.device).manual_seed(
-            tc.seed + RANK_SEED_STRIDE * self.dist.rank)
+            tc.seed + RANK_SEED_STRIDE * self.dist.rank
+        )
 
         from mmar.data import build_dataset
 
@@ -136,19 +162,28 @@ class Trainer:
         self.data_position: ResumableBatchSampler | ShardedBatchSampler | StreamPosition
         if self.stream:  # the shards are split over the ranks (see mmar.data.webdataset)
             self.data_position = StreamPosition(self._local_batch_size())
-            batching: dict[str, Any] = {"batch_size": self.data_position.batch_size,
-                                        "drop_last": True}
+            batching: dict[str, Any] = {
+                "batch_size": self.data_position.batch_size,
+                "drop_last": True,
+            }
         else:
             position = ResumableBatchSampler(len(self.dataset), tc.batch_size, run_cfg.data.seed)
-            self.data_position = position if not self.dist.distributed else \
-                ShardedBatchSampler(position, self.dist.rank, self.dist.world_size)
+            self.data_position = (
+                position
+                if not self.dist.distributed
+                else ShardedBatchSampler(position, self.dist.rank, self.dist.world_size)
+            )
             batching = {"batch_sampler": self.data_position}
         self.collator = TrainingCollator(self.processor, tc.kinds.to_dict(), tc.seed)
         self.loader = torch.utils.data.DataLoader(
-            self.dataset, collate_fn=self.collator, num_workers=run_cfg.data.num_workers,
+            self.dataset,
+            collate_fn=self.collator,
+            num_workers=run_cfg.data.num_workers,
             # its own generator: making a loader iterator draws a worker seed, which must not
             # come from (and shift) torch's global RNG when a resumed run re-makes it mid-epoch
-            generator=torch.Generator().manual_seed(run_cfg.data.seed), **batching)
+            generator=torch.Generator().manual_seed(run_cfg.data.seed),
+            **batching,
+        )
         self.model = (model or self._build_model(source)).to(self.device)
         self.processor.to(self.device)  # the image tokenizer encodes on the training device
         if init_from is not None:
@@ -169,9 +204,11 @@ class Trainer:
     def _local_batch_size(self) -> int:
         batch, world = self.cfg.train.batch_size, self.dist.world_size
         if batch % world:
-            raise ConfigError(f"RunConfig.train.batch_size: the global batch {batch} must be "
-                              f"divisible by the world size {world}, e.g. batch_size: "
-                              f"{max(world, batch // world * world)}")
+            raise ConfigError(
+                f"RunConfig.train.batch_size: the global batch {batch} must be "
+                f"divisible by the world size {world}, e.g. batch_size: "
+                f"{max(world, batch // world * world)}"
+            )
         return batch // world
 
     def _check_out_dir(self, resume: bool) -> Path | None:
@@ -179,7 +216,8 @@ class Trainer:
             if ckpt.list_checkpoints(self.out):
                 raise FileExistsError(
                     f"{self.out} already holds checkpoints: pass --resume to continue that run, "
-                    "or choose another --out")
+                    "or choose another --out"
+                )
             return None
         if self.dist.is_main:
             ckpt.remove_stale_tmp(self.out)
@@ -188,12 +226,15 @@ class Trainer:
         if latest is None and problems:
             raise ckpt.CheckpointError(
                 f"--resume: no readable checkpoint under {self.out}/checkpoints: "
-                + "; ".join(problems) + ". Restore these files, or start a new run with another "
-                "--out (train.init_from can start it from an intact final/ or checkpoint)")
+                + "; ".join(problems)
+                + ". Restore these files, or start a new run with another "
+                "--out (train.init_from can start it from an intact final/ or checkpoint)"
+            )
         if latest is None:
             raise FileNotFoundError(
                 f"--resume: no complete checkpoint under {self.out}/checkpoints; run without "
-                "--resume to start a new run")
+                "--resume to start a new run"
+            )
         if problems and self.dist.is_main:
             for problem in problems:
                 print(f"--resume: skipping an unreadable checkpoint: {problem}", file=sys.stderr)
@@ -220,24 +261,36 @@ class Trainer:
         backbone_config = None
         if source is not None and (Path(source) / BACKBONE_DIR).is_dir():
             backbone_config = AutoConfig.from_pretrained(str(Path(source) / BACKBONE_DIR))
-        return MMARModel(self.cfg.model, self.processor.vocab_size, self.processor.special,
-                         backbone_config=backbone_config)
+        return MMARModel(
+            self.cfg.model,
+            self.processor.vocab_size,
+            self.processor.special,
+            backbone_config=backbone_config,
+        )
 
     def _load_checkpoint(self, path: Path) -> None:
         """The trainer state of ``path`` (its weights were loaded before parallelize)."""
-        info = ckpt.load_trainer_state(path / ckpt.STATE_DIR, self.optimizer, self.lr_scheduler,
-                                       self.ema, self.generator, model=self.model,
-                                       rank=self.dist.rank)
+        info = ckpt.load_trainer_state(
+            path / ckpt.STATE_DIR,
+            self.optimizer,
+            self.lr_scheduler,
+            self.ema,
+            self.generator,
+            model=self.model,
+            rank=self.dist.rank,
+        )
         diff = _config_diff(info["run_config"], self.cfg.to_dict())
         if diff:
             raise ConfigError(
                 f"--resume: {path} was trained with another config ({'; '.join(diff[:6])}); "
-                "resume with the run's own config (OUT/config.yaml) or start a new --out")
+                "resume with the run's own config (OUT/config.yaml) or start a new --out"
+            )
         self.data_position.load_state_dict(info["data"])
         # train.steps may have changed: the next update's lr comes from this run's schedule
         sched = self.lr_scheduler
-        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs,
-                                       sched.lr_lambdas):
+        for group, base, factor in zip(
+            self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas
+        ):
             group["lr"] = base * factor(sched.last_epoch)
         self.step, self.skipped = info["step"], info["skipped"]
         self.nan_skipped, self.samples = info["nan_skipped"], info["samples"]
@@ -262,15 +315,18 @@ class Trainer:
                     yield batch
             if isinstance(pos, StreamPosition):
                 if n <= skip:
-                    raise RuntimeError(f"the training stream {self.cfg.data.path} gave no "
-                                       f"batch of {pos.batch_size} in epoch {pos.epoch}; lower "
-                                       "train.batch_size")
+                    raise RuntimeError(
+                        f"the training stream {self.cfg.data.path} gave no "
+                        f"batch of {pos.batch_size} in epoch {pos.epoch}; lower "
+                        "train.batch_size"
+                    )
                 pos.next_epoch()
 
     def _train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         tc = self.cfg.train
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                  enabled=tc.precision == "bf16")
+        autocast = torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
+        )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "loss_text": 0.0, "loss_diff": 0.0}
@@ -280,23 +336,29 @@ class Trainer:
             step_skipped += int(batch["skipped"])
             if batch["inputs"] is None:  # every image of the micro-batch was unreadable
                 if self.dist.distributed:  # the other ranks wait in this step's collectives
-                    raise RuntimeError(f"rank {self.dist.rank}: every image of a micro-batch was "
-                                       "unreadable; fix or remove the damaged files")
+                    raise RuntimeError(
+                        f"rank {self.dist.rank}: every image of a micro-batch was "
+                        "unreadable; fix or remove the damaged files"
+                    )
                 continue
             inputs = batch["inputs"].to(self.device)
             tokens = None  # (B_img, N, D), encoded in fp32 outside autocast
             if inputs.images is not None or inputs.latents is not None:
-                tokens = self.processor.encode_images(inputs.images, inputs.latents,
-                                                      generator=self.generator)
+                tokens = self.processor.encode_images(
+                    inputs.images, inputs.latents, generator=self.generator
+                )
             with autocast:
                 out = self.train_model(inputs.batch, tokens, generator=self.generator)
             n_samples += batch["n"]
             if self.dist.distributed:  # normalised by the global token counts of the batch
-                loss, logged = global_mean_loss(out, self.cfg.model.lambda_img,
-                                                self.dist.world_size, self.device)
+                loss, logged = global_mean_loss(
+                    out, self.cfg.model.lambda_img, self.dist.world_size, self.device
+                )
             else:
-                loss, logged = out["loss"], {k: float(torch.as_tensor(out[k]).detach())
-                                             for k in sums}
+                loss, logged = (
+                    out["loss"],
+                    {k: float(torch.as_tensor(out[k]).detach()) for k in sums},
+                )
             for k in sums:
                 sums[k] += logged[k] / tc.grad_accum
             if not torch.isfinite(loss) and not self.dist.distributed:
@@ -305,8 +367,9 @@ class Trainer:
             (loss / tc.grad_accum).backward()
         if self.dist.distributed:  # every rank back-propagated; a NaN anywhere is in the sums
             finite = math.isfinite(sums["loss"])
-            n_samples, step_skipped = map(int, all_reduce_sum([n_samples, step_skipped],
-                                                              self.device))
+            n_samples, step_skipped = map(
+                int, all_reduce_sum([n_samples, step_skipped], self.device)
+            )
         self.skipped += step_skipped
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.cfg.optim.grad_clip or math.inf
@@ -326,17 +389,25 @@ class Trainer:
 
     # --- saving -----------------------------------------------------------------------------
     def _state_info(self) -> dict[str, Any]:
-        return {"step": self.step, "data": self.data_position.state_dict(), "skipped": self.skipped,
-                "nan_skipped": self.nan_skipped, "samples": self.samples,
-                "run_config": self.cfg.to_dict()}
+        return {
+            "step": self.step,
+            "data": self.data_position.state_dict(),
+            "skipped": self.skipped,
+            "nan_skipped": self.nan_skipped,
+            "samples": self.samples,
+            "run_config": self.cfg.to_dict(),
+        }
 
     def _full_weights(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(save_pretrained's extra arguments, full EMA tensors); collectives on every rank.
 
         FSDP: the weights gathered from the shards (on rank 0), else the model's own.
         """
-        weights = {"state_dict": full_model_state(self.model)} \
-            if self.cfg.parallel.strategy == "fsdp" else {}
+        weights = (
+            {"state_dict": full_model_state(self.model)}
+            if self.cfg.parallel.strategy == "fsdp"
+            else {}
+        )
         return weights, full_tensors(self.ema.shadow)
 
     def save_checkpoint(self) -> Path:
@@ -353,9 +424,16 @@ class Trainer:
             with ckpt.atomic_directory(final) as tmp:
                 self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
                 self.processor.save_pretrained(tmp)
-                ckpt.save_trainer_state(tmp / ckpt.STATE_DIR, self._state_info(), self.optimizer,
-                                        self.lr_scheduler, self.ema, self.generator,
-                                        optimizer_state=optimizer_state, rng_states=rngs)
+                ckpt.save_trainer_state(
+                    tmp / ckpt.STATE_DIR,
+                    self._state_info(),
+                    self.optimizer,
+                    self.lr_scheduler,
+                    self.ema,
+                    self.generator,
+                    optimizer_state=optimizer_state,
+                    rng_states=rngs,
+                )
             ckpt.prune_checkpoints(self.out, self.cfg.train.keep_last)
         barrier()  # no rank reads or resumes from a checkpoint still being written
         return final
@@ -372,9 +450,16 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
     def _run_callbacks(self, r: dict[str, Any], saved: Path | None, bar: Any) -> None:
         """Call every callback with this step's record; one that raises stops the run."""
-        record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text", "loss_diff", "lr",
-                  "grad_norm", "finite", "samples")},
-                  "skipped": self.skipped, "nan_skipped": self.nan_skipped, "checkpoint": saved}
+        record = {
+            "step": self.step,
+            **{
+                k: r[k]
+                for k in ("loss", "loss_text", "loss_diff", "lr", "grad_norm", "finite", "samples")
+            },
+            "skipped": self.skipped,
+            "nan_skipped": self.nan_skipped,
+            "checkpoint": saved,
+        }
         try:
             for callback in self.callbacks:
                 callback(self, record)
@@ -391,9 +476,14 @@ class Trainer:
             self.cfg.to_yaml(self.out / "config.yaml")
         start, start_step, start_samples = time.perf_counter(), self.step, self.samples
         window_t, window_samples, nan_in_row, stopped = start, 0, 0, "completed"
-        bar = tqdm(total=tc.steps, initial=self.step, desc="train",
-                   disable=not (tc.progress and main),
-                   dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(
+            total=tc.steps,
+            initial=self.step,
+            desc="train",
+            disable=not (tc.progress and main),
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
         batches = self._batches()
         while self.step < tc.steps:
             r = self._train_step(batches)
@@ -404,14 +494,22 @@ class Trainer:
                 now = time.perf_counter()
                 sps = window_samples / max(now - window_t, 1e-9)
                 window_t, window_samples = now, 0
-                record = {"step": self.step, **{k: r[k] for k in ("loss", "loss_text",
-                          "loss_diff", "lr", "grad_norm")}, "samples_per_s": sps,
-                          "skipped": self.skipped, "nan_skipped": self.nan_skipped}
+                record = {
+                    "step": self.step,
+                    **{k: r[k] for k in ("loss", "loss_text", "loss_diff", "lr", "grad_norm")},
+                    "samples_per_s": sps,
+                    "skipped": self.skipped,
+                    "nan_skipped": self.nan_skipped,
+                }
                 if main:
                     self.metrics.append(record)
-                bar.set_postfix(loss=f"{r['loss']:.4f}", text=f"{r['loss_text']:.3f}",
-                                diff=f"{r['loss_diff']:.3f}", lr=f"{r['lr']:.2e}",
-                                sps=f"{sps:.1f}")
+                bar.set_postfix(
+                    loss=f"{r['loss']:.4f}",
+                    text=f"{r['loss_text']:.3f}",
+                    diff=f"{r['loss_diff']:.3f}",
+                    lr=f"{r['lr']:.2e}",
+                    sps=f"{sps:.1f}",
+                )
             if nan_in_row >= tc.max_nan_in_row:
                 bar.close()
                 latest = ckpt.latest_checkpoint(self.out)
@@ -419,16 +517,21 @@ class Trainer:
                     f"stopping at step {self.step}: the loss or gradient was NaN/inf in "
                     f"{nan_in_row} steps in a row (train.max_nan_in_row = {tc.max_nan_in_row}; "
                     f"{self.nan_skipped} skipped in all). Last good checkpoint: {latest}. Try a "
-                    "lower optim.lr, a smaller optim.grad_clip or train.precision: fp32")
-            out_of_time = (tc.max_minutes is not None
-                           and time.perf_counter() - start > tc.max_minutes * 60)
+                    "lower optim.lr, a smaller optim.grad_clip or train.precision: fp32"
+                )
+            out_of_time = (
+                tc.max_minutes is not None and time.perf_counter() - start > tc.max_minutes * 60
+            )
             if tc.max_minutes is not None and self.dist.distributed:  # stop together
                 out_of_time = all_reduce_sum([float(out_of_time)], self.device)[0] > 0
             if out_of_time:
                 stopped = "time_budget"
             saved = None
-            if (tc.ckpt_every and self.step % tc.ckpt_every == 0) or out_of_time \
-                    or self.step == tc.steps:
+            if (
+                (tc.ckpt_every and self.step % tc.ckpt_every == 0)
+                or out_of_time
+                or self.step == tc.steps
+            ):
                 saved = self.save_checkpoint()
             if self.callbacks:
                 self._run_callbacks(r, saved, bar)
@@ -445,17 +548,32 @@ class Trainer:
             barrier()
             destroy()
         if not main:
-            return {"out_dir": str(self.out), "final": str(final), "step": self.step,
-                    "stopped": stopped, "rank": self.dist.rank}
+            return {
+                "out_dir": str(self.out),
+                "final": str(final),
+                "step": self.step,
+                "stopped": stopped,
+                "rank": self.dist.rank,
+            }
         plot_loss(self.metrics.read(), self.out / "loss.png")
         elapsed = time.perf_counter() - start
-        summary = {"out_dir": str(self.out), "final": str(final), "step": self.step,
-                   "stopped": stopped, "skipped": self.skipped, "nan_skipped": self.nan_skipped,
-                   "samples": self.samples, "elapsed_s": elapsed,
-                   "steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
-                   "samples_per_s": (self.samples - start_samples) / max(elapsed, 1e-9),
-                   **{k: v for k, v in (self.metrics.read() or [{}])[-1].items()
-                      if k in ("loss", "loss_text", "loss_diff")}}
+        summary = {
+            "out_dir": str(self.out),
+            "final": str(final),
+            "step": self.step,
+            "stopped": stopped,
+            "skipped": self.skipped,
+            "nan_skipped": self.nan_skipped,
+            "samples": self.samples,
+            "elapsed_s": elapsed,
+            "steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
+            "samples_per_s": (self.samples - start_samples) / max(elapsed, 1e-9),
+            **{
+                k: v
+                for k, v in (self.metrics.read() or [{}])[-1].items()
+                if k in ("loss", "loss_text", "loss_diff")
+            },
+        }
         with open(self.out / "summary.json", "w") as f:
             json.dump(summary, f, indent=1)
         msg = f"trained to step {self.step} ({stopped}) in {elapsed:.0f}s; final model: {final}"
