@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the newest complete checkpoint in OUT (optimizer, "
-        "scheduler, EMA, RNG states and data position included)",
+        help="continue from the newest readable checkpoint in OUT (optimizer, "
+        "scheduler, EMA, RNG states and data position included); a damaged newest checkpoint "
+        "is reported by file and the one before it is used",
     )
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     p.add_argument(

@@ -1,7 +1,8 @@
 """mmar.evaluation: the judge CNN, Fréchet distances, the metrics and ``evaluate`` (`mmar eval`).
 
     from mmar.evaluation import evaluate, format_results
-    res = evaluate(model, "mnist", n_per_digit=20, num_iter=16, cfg=3.0, num_steps=50)
+    model = mmar.MMAR.from_pretrained("runs/quickstart")
+    res = evaluate(model, "mnist", n_per_class=20, sampling=model.sampling.replace(num_steps=25))
     print(format_results(res))
 
 "classifier-FID" is the Fréchet distance in the judge's feature space, not Inception FID; the

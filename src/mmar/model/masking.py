@@ -75,7 +75,7 @@ def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:
 
     m_k = floor(N cos(pi/2 (k+1)/K)) clamped to [1, m_{k-1} - 1] (so every step but a forced one
     reveals at least one token); the last step reveals the rest. When K > N the clamp cannot hold
-    and steps that would reveal nothing keep m_k = m_{k-1} (the sampler skips them).
+    and steps that would reveal nothing keep m_k = m_{k-1} (``reveal_steps`` skips them).
     """
     if num_tokens < 1 or num_iter < 1:
         raise ValueError(

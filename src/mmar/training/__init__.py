@@ -6,7 +6,8 @@
 config.py     RunConfig {model, data, optim, train}, OptimConfig, TrainConfig, presets, --set
 optim.py      AdamW parameter groups (no decay on norms/biases/embeddings), warmup + cosine
 ema.py        EMA with warm-up decay min(d, (1 + s) / (10 + s))
-sampler.py    resumable per-epoch data order, sample-kind mixture
+batching.py   the collator: per-sample kinds and CFG dropout, the processor in DataLoader workers
+data_order.py resumable per-epoch data order (batch sampler, stream position)
 checkpoint.py atomic checkpoint directories, trainer_state save/load, RNG states
 metrics.py    metrics.jsonl and loss.png
 trainer.py    Trainer(run_cfg, out_dir, resume).fit() -> summary dict
