@@ -102,3 +102,26 @@ def test_checkpoint_carries_the_image_tokenizer_weights(tmp_path):
     fresh = build_image_tokenizer(cfg.image_tokenizer).state_dict()
     assert any(not torch.equal(fresh[k], loaded[k]) for k in fresh)
     assert MMARProcessor.from_pretrained(ckpt).special == processor.special
+
+
+def test_understanding_encodes_with_the_posterior_mode(tmp_path):
+    """A VAE trained with posterior "sample": training draws from the generator given, while
+    captioning (no generator) reads the posterior mode, so an image means one thing."""
+    vae_dir = tmp_path / "vae"
+    save_tiny_vae(vae_dir)
+    tok = ImageTokenizerConfig(
+        kind="diffusers",
+        path=str(vae_dir),
+        image_size=8,
+        image_channels=3,
+        patch_size=1,
+        posterior="sample",
+    )
+    processor = MMARProcessor.from_config(tiny_config(image_tokenizer=tok), CORPUS)
+    x = random_images(2, c=3)
+    mode = processor.image_tokenizer.encode(x, posterior="mode")
+    assert torch.equal(processor.encode_images(x), processor.encode_images(x))
+    assert torch.allclose(processor.encode_images(x), mode.permute(0, 2, 3, 1).flatten(1, 2))
+    g = torch.Generator().manual_seed(0)
+    drawn = processor.encode_images(x, generator=g)
+    assert not torch.allclose(drawn, processor.encode_images(x))

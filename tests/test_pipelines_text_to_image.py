@@ -102,7 +102,8 @@ def test_every_token_is_sampled_once(model, monkeypatch, num_iter):
 
 def test_batch_invariance(model, monkeypatch):
     """Prompt i with seed s + i alone == prompt i in a batch with seed s: the same random draws
-    exactly, images within 2/255 (batched float kernels may round differently)."""
+    exactly; tokens within 1e-4 and images within 2/255 (batched float kernels may round
+    differently)."""
     draws = []
     real = t2i_module.sample_tokens
 
@@ -113,20 +114,21 @@ def test_batch_invariance(model, monkeypatch):
     monkeypatch.setattr(t2i_module, "sample_tokens", spy)
     prompts = [f"digit {w}" for w in ("one", "seven")] * 10 + ["a red circle", ""] * 15  # 50
     s = S.replace(scheduler="ddpm", temperature=1.0)  # noise at every step, not only x_T
-    batch = model.generate_images(prompts, s.replace(batch_size=16), seed=100)
+    batch_tokens = tokens(model, prompts, s.replace(batch_size=16), seed=100)
+    batch_images = model.processor.postprocess(model.processor.decode_tokens(batch_tokens))
     batch_draws, draws[:] = list(draws), []
     for i in (0, 17, 49):
-        alone = model.generate_images([prompts[i]], s, seed=100 + i)[0]
-        # the noise of image i: rows [i r, (i+1) r) of each iteration's (S, B r, D) draw,
-        # in the batch of 16 that holds it
+        alone = tokens(model, [prompts[i]], s, seed=100 + i)
+        # image i's noise: rows [j r, (j+1) r) of each iteration's (S, B r, D) draw in its batch
         b, j = divmod(i, 16)
-        per_iter = len(draws)
-        for k in range(per_iter):
-            d = batch_draws[b * per_iter + k]
-            r = draws[k].shape[1]
-            assert torch.equal(d[:, j * r : (j + 1) * r], draws[k]), (i, k)
+        for k, own in enumerate(draws):
+            d = batch_draws[b * len(draws) + k]
+            r = own.shape[1]
+            assert torch.equal(d[:, j * r : (j + 1) * r], own), (i, k)
         draws[:] = []
-        diff = np.abs(np.asarray(alone, np.int16) - np.asarray(batch[i], np.int16)).max()
+        torch.testing.assert_close(alone[0], batch_tokens[i], rtol=0, atol=1e-4)
+        image = model.processor.postprocess(model.processor.decode_tokens(alone))[0]
+        diff = np.abs(np.asarray(image, np.int16) - np.asarray(batch_images[i], np.int16)).max()
         assert diff <= 2, (i, diff)
 
 

@@ -123,6 +123,14 @@ def _save_linear_checkpoint(path, step=1):
         },
         str(path / ckpt.WEIGHTS_FILE),
     )
+    # the JSON files of the model's and the processor's parts (their content is not read here)
+    for name in (
+        ckpt.CONFIG_FILE,
+        f"{ckpt.BACKBONE_DIR}/config.json",
+        f"{ckpt.TOKENIZER_DIR}/tokenizer.json",
+    ):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("{}")
     info = {
         "step": step,
         "data": {},
@@ -246,3 +254,30 @@ def test_metrics_log_nan_as_null_truncate_and_plot(tmp_path):
     assert [r["step"] for r in log.read()] == [1, 2]
     plot_loss(log.read(), tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_collator_draws_depend_on_the_item_not_the_batch():
+    """A sample's kind and CFG dropout are functions of (seed, epoch, key): the same whichever
+    batch (or worker, or rank) it lands in; another epoch draws anew."""
+    from helpers_model import CORPUS, random_images, tiny_model
+    from mmar.training.batching import TrainingCollator
+
+    processor = tiny_model().processor
+    images = random_images(12)
+    items = [{"image": images[i], "text": CORPUS[i % 5], "label": -1, "key": i} for i in range(12)]
+    collator = TrainingCollator(processor, {"t2i": 1.0, "i2t": 1.0, "img": 1.0}, seed=3)
+
+    def per_item(batches):
+        out = {}
+        for batch in batches:
+            inputs = collator(batch)["inputs"].batch
+            for it, gen, labels in zip(batch, inputs.generative, inputs.labels):
+                out[it["key"]] = (bool(gen), (labels != -100).sum().item())
+        return out
+
+    whole = per_item([items])
+    assert per_item([items[7:], items[:7]]) == whole
+    assert per_item([items[i : i + 3] for i in range(0, 12, 3)][::-1]) == whole
+    assert len(set(whole.values())) > 1  # the kinds differ between items
+    collator.set_epoch(1)
+    assert per_item([items]) != whole

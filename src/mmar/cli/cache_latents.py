@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmar.cli.options import CliError, add_device_option
+from mmar.cli.options import CliError, add_device_option, add_model_options
 from mmar.data.config import DataConfig
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.config import ImageTokenizerConfig
@@ -37,9 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-path", help="DataConfig.path for folder/jsonl/webdataset names")
     tok = p.add_mutually_exclusive_group(required=True)
     tok.add_argument("--tokenizer-config", help="an ImageTokenizerConfig YAML file")
-    tok.add_argument(
-        "--model", help="an mmar checkpoint directory (uses its config.json's image_tokenizer)"
-    )
+    add_model_options(p, model_group=tok, weights=False, device=False)  # its image tokenizer
     p.add_argument("--out", required=True, help="output directory of the cache")
     p.add_argument("--splits", default="train,test", help="comma-separated (default: train,test)")
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")

@@ -57,19 +57,30 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
 }
 
 
-def add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--model DIR, --device, --no-ema."""
-    p.add_argument(
-        "--model",
-        required=required,
-        metavar="DIR",
-        help="checkpoint directory (mmar train's final/ or checkpoints/step_*, "
-        "save_pretrained's, mmar quickstart's OUT)",
-    )
-    add_device_option(p)
-    p.add_argument(
-        "--no-ema", action="store_true", help="use the raw weights instead of the EMA weights"
-    )
+MODEL_HELP = (
+    "checkpoint directory (mmar train's final/ or checkpoints/step_*, save_pretrained's, "
+    "mmar quickstart's OUT)"
+)
+
+
+def add_model_options(
+    p: argparse.ArgumentParser,
+    model_group: argparse._MutuallyExclusiveGroup | None = None,
+    weights: bool = True,
+    device: bool = True,
+) -> None:
+    """--model DIR (in ``model_group`` when it is one of several alternatives), --device and
+    --no-ema (``weights``: commands that only read the checkpoint's processor have none)."""
+    if model_group is not None:
+        model_group.add_argument("--model", metavar="DIR", help=MODEL_HELP)
+    else:
+        p.add_argument("--model", required=True, metavar="DIR", help=MODEL_HELP)
+    if device:
+        add_device_option(p)
+    if weights:
+        p.add_argument(
+            "--no-ema", action="store_true", help="use the raw weights instead of the EMA weights"
+        )
 
 
 def add_device_option(p: argparse.ArgumentParser) -> None:

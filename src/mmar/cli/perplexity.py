@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmar.cli.options import CliError, add_device_option, add_json_option, human_output, write_json
+from mmar.cli.options import CliError, add_json_option, add_model_options, human_output, write_json
 
 DESCRIPTION = """\
 Perplexity of the LLM on a fixed list of ordinary English sentences (see
@@ -27,11 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument(
-        "--model",
-        metavar="DIR",
-        help="an MMAR directory (save_pretrained / a run's final/); EMA weights",
-    )
+    add_model_options(p, model_group=src)
     src.add_argument(
         "--backbone-gguf",
         action="store_true",
@@ -40,10 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gguf-dir", default=None, help="directory of the GGUF file (with --gguf-file)")
     p.add_argument("--gguf-file", default=None, help="GGUF file name inside --gguf-dir")
-    p.add_argument(
-        "--no-ema", action="store_true", help="with --model: the raw weights instead of the EMA"
-    )
-    add_device_option(p)
     add_json_option(
         p, 'the result {"perplexity", "nll_per_token", "tokens", "sentences", "source"}'
     )

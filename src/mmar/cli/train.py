@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         summary = Trainer(cfg, out, resume=args.resume).fit()
-    except (ConfigError, FileExistsError, FileNotFoundError, TrainingDiverged) as e:
+    # OSError: a missing or unreadable file (out dir, checkpoint, init_from), named in the message
+    except (ConfigError, OSError, TrainingDiverged) as e:
         print(f"mmar train: {e}", file=sys.stderr)
         return 1
     print(f"done: step {summary['step']} ({summary['stopped']}), final model in {summary['final']}")

@@ -18,11 +18,11 @@ import logging
 import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from mmar.data.config import DataConfig
+from mmar.data.images import pil_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ def load_image(source: str | Path | io.BytesIO, channels: int, size: int) -> tor
     with Image.open(source) as f:
         im = ImageOps.exif_transpose(f).convert("L" if channels == 1 else "RGB")
     im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)  # center crop + resize
-    x = torch.from_numpy(np.asarray(im, dtype=np.float32).copy())  # (H, W) or (H, W, 3)
-    x = x[None] if channels == 1 else x.permute(2, 0, 1)  # (C, H, W)
-    return x / 127.5 - 1
+    return pil_to_tensor([im], channels)[0]  # (C, H, W)
 
 
 # what a damaged or non-image file raises inside PIL (UnidentifiedImageError is an OSError)

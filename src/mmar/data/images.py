@@ -1,4 +1,5 @@
-"""PIL images <-> float tensors in [-1, 1]: the one place where pixels change representation.
+"""PIL images <-> float tensors in [-1, 1]: the one pair of conversions the processor, the data
+sets and the evaluation share.
 
     pil_to_tensor([PIL, ...], channels, size=None) -> (B, C, H, W) float32 in [-1, 1]
     tensor_to_pil((B, C, H, W) in [-1, 1])          -> [PIL "L" (C = 1) or "RGB" (C = 3), ...]

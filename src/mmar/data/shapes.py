@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mmar.data.config import DataConfig
+from mmar.data.images import pil_to_tensor
 
 COLORS = {  # the corners of the RGB cube: far apart, so the nearest colour is unambiguous
     "red": (255, 0, 0),
@@ -217,8 +218,7 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         specs, layouts = self.specs(index)
-        img = np.asarray(render_shapes(specs, self.size, layouts), dtype=np.float32)  # (H, W, 3)
-        image = torch.from_numpy(img).permute(2, 0, 1) / 127.5 - 1  # (3, H, W)
+        image = pil_to_tensor([render_shapes(specs, self.size, layouts)], 3)[0]  # (3, H, W)
         label = specs[0].label if len(specs) == 1 else -1
         return {"image": image, "text": caption_for(specs), "label": label, "key": index}
 

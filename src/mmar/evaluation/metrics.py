@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from mmar.pipelines.mmar import MMAR
 
 
-def digit_prompts(n_per_digit: int) -> tuple[list[str], list[int]]:
-    """n_per_digit prompts for each of the ten digits, cycling through the caption templates."""
-    if n_per_digit < 1:
-        raise ValueError(f"n_per_digit must be >= 1, got {n_per_digit}")
-    pairs = [(digit_caption(d, k), d) for d in range(10) for k in range(n_per_digit)]
+def digit_prompts(n_per_class: int) -> tuple[list[str], list[int]]:
+    """n_per_class prompts for each of the ten digits, cycling through the caption templates."""
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    pairs = [(digit_caption(d, k), d) for d in range(10) for k in range(n_per_class)]
     return [p for p, _ in pairs], [d for _, d in pairs]
 
 

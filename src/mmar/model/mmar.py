@@ -31,6 +31,7 @@ from mmar.diffusion.schedule import NoiseSchedule
 from mmar.model.backbone import build_backbone
 from mmar.model.config import MMARConfig
 from mmar.model.embedding_vit import EmbeddingViT
+from mmar.model.files import BACKBONE_DIR, CONFIG_FILE, EMA_PREFIX, WEIGHTS_FILE
 from mmar.model.masking import (
     mask_from_orders,
     num_masked_from_ratio,
@@ -40,13 +41,6 @@ from mmar.model.masking import (
 from mmar.model.sequence import PackedBatch
 from mmar.tokenizers.special import SpecialTokenIds
 from mmar.torch_utils import read_safetensors
-
-CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR, BACKBONE_DIR = (
-    "config.json",
-    "model.safetensors",
-    "tokenizer",
-    "backbone",
-)
 
 
 class MMARModel(nn.Module):
@@ -261,7 +255,9 @@ class MMARModel(nn.Module):
         tensors = self._unique(self.state_dict() if state_dict is None else state_dict)
         if ema_state_dict is not None:
             # cloned: an EMA dict may share memory with the live weights, which safetensors refuses
-            tensors.update({f"ema.{k}": v.clone() for k, v in self._unique(ema_state_dict).items()})
+            tensors.update(
+                {EMA_PREFIX + k: v.clone() for k, v in self._unique(ema_state_dict).items()}
+            )
         save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": "pt"})
         self.backbone.get_decoder().config.save_pretrained(str(d / BACKBONE_DIR))
 
@@ -282,15 +278,15 @@ class MMARModel(nn.Module):
     def from_pretrained(
         cls,
         directory: str | Path,
+        special: SpecialTokenIds,
         device: torch.device | str | None = None,
         use_ema: bool = True,
-        special: SpecialTokenIds | None = None,
     ) -> MMARModel:
         """Rebuild from a ``save_pretrained`` directory; EMA weights are used when present and
         ``use_ema`` (tensors the EMA does not hold, e.g. buffers, keep the raw weights).
 
-        special: the processor's token ids (``processor.special``); None reads them from the
-        directory's tokenizer/."""
+        special: the token ids of the directory's processor (``MMARProcessor.from_pretrained(
+        directory).special``); ``mmar.MMAR.from_pretrained`` loads both."""
         from transformers import AutoConfig
 
         d = Path(directory)
@@ -303,10 +299,6 @@ class MMARModel(nn.Module):
                     "runs/quickstart"
                 )
         config = MMARConfig.from_json(d / CONFIG_FILE)
-        if special is None:
-            from mmar.tokenizers.text import add_image_tokens, build_pretrained_tokenizer
-
-            special = add_image_tokens(build_pretrained_tokenizer(d / TOKENIZER_DIR))
         backbone_config = AutoConfig.from_pretrained(str(d / BACKBONE_DIR))
         model = cls(config, backbone_config.vocab_size, special, backbone_config=backbone_config)
         model.load_weights(d, use_ema=use_ema)
@@ -321,8 +313,8 @@ class MMARModel(nn.Module):
         file = Path(directory) / WEIGHTS_FILE
         state = read_safetensors(file)  # names the file if it is truncated or corrupt
         self._load_weights(
-            {k: v for k, v in state.items() if not k.startswith("ema.")}, file, partial=False
+            {k: v for k, v in state.items() if not k.startswith(EMA_PREFIX)}, file, partial=False
         )
-        ema = {k[4:]: v for k, v in state.items() if k.startswith("ema.")}
+        ema = {k[len(EMA_PREFIX) :]: v for k, v in state.items() if k.startswith(EMA_PREFIX)}
         if use_ema and ema:
             self._load_weights(ema, file, partial=True)

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 
 from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.model.config import MMARConfig
+from mmar.model.files import CONFIG_FILE, IMAGE_TOKENIZER_FILE, TOKENIZER_DIR
 from mmar.model.sequence import LAYOUTS, PackedBatch, pack_sequences
 from mmar.tokenizers import build_image_tokenizer, build_text_tokenizer, patchify, unpatchify
 from mmar.tokenizers.base import ImageTokenizer
@@ -38,9 +39,6 @@ from mmar.torch_utils import read_safetensors
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-CONFIG_FILE = "config.json"
-TOKENIZER_DIR = "tokenizer"
-IMAGE_TOKENIZER_FILE = "image_tokenizer.safetensors"
 
 ImagesLike = Image.Image | Sequence[Image.Image] | torch.Tensor
 
@@ -57,9 +55,6 @@ class ModelInputs:
     batch: PackedBatch
     images: torch.Tensor | None = None
     latents: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.batch)
 
     def to(self, device: torch.device | str) -> ModelInputs:
         return ModelInputs(
@@ -271,6 +266,8 @@ class MMARProcessor:
             images = [images]
         if isinstance(images, torch.Tensor):
             tok.check_images(images)  # ValueError naming the expected vs the given shape
+            if images.shape[0] == 0:
+                raise ValueError("expected at least one image, got a tensor of 0 images")
             return images.float()
         images = list(images)
         if not images or not all(isinstance(im, Image.Image) for im in images):
@@ -293,11 +290,17 @@ class MMARProcessor:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """images (B, C_img, H, W) in [-1, 1] or cached latents (B, C, h, w) -> tokens (B, N, D)
-        float32. generator: the posterior draw of a VAE with posterior "sample"."""
+        float32.
+
+        generator: the posterior draw of a VAE whose config says posterior "sample" (training);
+        None encodes with the posterior mode (understanding: an image means one thing).
+        """
         if latents is None:
             if images is None:
                 raise ValueError("encode_images: give images (B, C, H, W) or latents (B, C, h, w)")
-            latents = self.image_tokenizer.encode(images, generator=generator)
+            latents = self.image_tokenizer.encode(
+                images, generator=generator, posterior=None if generator is not None else "mode"
+            )
         else:
             self.image_tokenizer.check_latents(latents)
         return patchify(latents.float(), self.geometry.patch_size)  # (B, N, D)

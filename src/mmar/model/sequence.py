@@ -32,7 +32,6 @@ LAYOUTS = {
     "text": ("bos", "text", "eos"),
     "gen": ("bos", "gen_prompt", "boi", "image"),
 }
-IMAGE_KINDS = ("t2i", "i2t", "img", "gen")
 GENERATIVE_KINDS = ("t2i", "img", "gen")  # their image block is masked and diffused
 
 

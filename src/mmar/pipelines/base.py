@@ -36,16 +36,18 @@ def sampling_config(
             f"{sorted(known)}, e.g. guidance_scale=3.0, num_steps=50"
         )
     s = sampling if sampling is not None else base
-    s = s.replace(**{k: v for k, v in overrides.items() if v is not None})
-    if s.temperature_ignored:
+    return s.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def warn_if_ignored(sampling: SamplingConfig) -> None:
+    """Warn (once per sampling call) when a field cannot act: temperature with plain DDIM."""
+    if sampling.temperature_ignored:
         warnings.warn(
-            f"temperature={s.temperature} has no effect with scheduler 'ddim' at "
-            "eta = 0 (deterministic DDIM injects no noise); use scheduler 'ddpm' or "
-            "eta > 0 for it to act",
+            f"temperature={sampling.temperature} has no effect with scheduler 'ddim' at eta = 0 "
+            "(deterministic DDIM injects no noise); use scheduler 'ddpm' or eta > 0 for it to act",
             UserWarning,
             stacklevel=3,
         )
-    return s
 
 
 def sample_seeds(seed: Seed, n: int) -> list[int]:
@@ -66,12 +68,12 @@ def generators(seeds: Sequence[int], device: torch.device) -> list[torch.Generat
     return [torch.Generator(device=device).manual_seed(s) for s in seeds]
 
 
-def as_list(prompts: str | Sequence[str], what: str = "prompts") -> list[str]:
+def as_list(prompts: str | Sequence[str]) -> list[str]:
     """A prompt or a list of prompts -> a non-empty list."""
     out = [prompts] if isinstance(prompts, str) else list(prompts)
     if not out:
         raise ValueError(
-            f"{what} is empty; pass at least one, e.g. ['a red circle'] ('' gives "
+            "prompts is empty; pass at least one, e.g. ['a red circle'] ('' gives "
             "an unconditional sample)"
         )
     return out

@@ -44,7 +44,7 @@ class MMAR:
         """Load a checkpoint directory (``save_pretrained``'s, a run's ``final/``, or a
         ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``."""
         processor = MMARProcessor.from_pretrained(directory)
-        model = MMARModel.from_pretrained(directory, use_ema=use_ema, special=processor.special)
+        model = MMARModel.from_pretrained(directory, processor.special, use_ema=use_ema)
         out = cls(model, processor)
         return out.to(device) if device is not None else out
 

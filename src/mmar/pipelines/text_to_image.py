@@ -29,7 +29,14 @@ from mmar.model.config import SamplingConfig
 from mmar.model.masking import guidance_ramp, random_orders, reveal_steps
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
-from mmar.pipelines.base import Seed, as_list, generators, sample_seeds, sampling_config
+from mmar.pipelines.base import (
+    Seed,
+    as_list,
+    generators,
+    sample_seeds,
+    sampling_config,
+    warn_if_ignored,
+)
 from mmar.torch_utils import eval_mode
 
 
@@ -58,7 +65,6 @@ class TextToImagePipeline:
         tokens = self.generate_tokens(prompts, sampling, seed, use_cache)
         return self.processor.postprocess(self.processor.decode_tokens(tokens))
 
-    @torch.no_grad()
     def generate_tokens(
         self,
         prompts: str | Sequence[str],
@@ -69,6 +75,7 @@ class TextToImagePipeline:
         """Image tokens (B, N, D) for the prompts; arguments as ``__call__``."""
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
+        warn_if_ignored(s)
         seeds = sample_seeds(seed, len(prompts))
         scheduler = build_noise_scheduler(
             s.scheduler,
@@ -76,7 +83,7 @@ class TextToImagePipeline:
             self.model.config.diffusion.parameterization,
             s.eta,
         )
-        with eval_mode(self.model):
+        with eval_mode(self.model), torch.no_grad():
             return torch.cat(
                 [
                     self._sample_batch(

@@ -69,7 +69,8 @@ class ImageTokenizer(nn.Module, abc.ABC):
     # --- subclass hooks (unscaled latents) -------------------------------------------------
     @abc.abstractmethod
     def _encode_raw(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """(B, C_img, H, W) -> raw latents (B, C, h, w): posterior mode, or a sample."""
+        """(B, C_img, H, W) -> raw latents (B, C, h, w): the posterior mode when ``generator`` is
+        None, else a sample drawn from it."""
 
     @abc.abstractmethod
     def _decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
@@ -96,20 +97,25 @@ class ImageTokenizer(nn.Module, abc.ABC):
             )
 
     def encode(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator | None = None,
+        posterior: Literal["sample", "mode"] | None = None,
     ) -> torch.Tensor:
         """images (B, C_img, H, W) in [-1, 1] -> latents (B, C, H/stride, W/stride), scaled.
 
-        With posterior "sample" the draw comes from `generator` (required: no global RNG).
+        posterior: "mode" or "sample" for this call (default: the tokenizer's own). With
+        "sample" the draw comes from `generator` (required: no global RNG).
         """
         self.check_images(images)
-        if self.posterior == "sample" and generator is None:
+        posterior = posterior or self.posterior
+        if posterior == "sample" and generator is None:
             raise ValueError(
                 f"{type(self).__name__}: posterior 'sample' needs a torch.Generator, e.g. "
                 "encode(images, generator=torch.Generator().manual_seed(0)); "
                 "or use posterior 'mode'"
             )
-        z = self._encode_raw(images, generator)  # (B, C, h, w)
+        z = self._encode_raw(images, generator if posterior == "sample" else None)  # (B, C, h, w)
         return (z - self.shift) * self.scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

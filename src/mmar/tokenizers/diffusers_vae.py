@@ -79,7 +79,7 @@ class DiffusersVAETokenizer(ImageTokenizer):
 
     def _encode_raw(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         dist = self.vae.encode(images).latent_dist
-        return dist.mode() if self.posterior == "mode" else dist.sample(generator=generator)
+        return dist.mode() if generator is None else dist.sample(generator=generator)
 
     def _decode_raw(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents).sample

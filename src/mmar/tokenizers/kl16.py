@@ -289,12 +289,11 @@ class KL16Tokenizer(ImageTokenizer):
     def _encode_raw(self, images: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         moments = self.quant_conv(self.encoder(images))  # (B, 2C, h, w)
         mean, logvar = moments.chunk(2, dim=1)  # (B, C, h, w) each
-        if self.posterior == "mode":
+        if generator is None:  # the posterior mode
             return mean
         std = torch.exp(0.5 * logvar.clamp(*_LOGVAR_RANGE))
         # drawn on the generator's device (a CPU generator may drive CUDA latents, as diffusers')
-        device = generator.device if generator is not None else mean.device  # encode() checks
-        eps = torch.randn(mean.shape, generator=generator, device=device)
+        eps = torch.randn(mean.shape, generator=generator, device=generator.device)
         eps = eps.to(device=mean.device, dtype=mean.dtype)
         return mean + std * eps
 

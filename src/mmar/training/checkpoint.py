@@ -39,13 +39,19 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from mmar.model.files import (
+    BACKBONE_DIR,
+    CONFIG_FILE,
+    EMA_PREFIX,
+    IMAGE_TOKENIZER_FILE,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+)
 from mmar.training.ema import EMA
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 TMP_PREFIX = ".tmp-"
 STATE_DIR = "trainer_state"
-WEIGHTS_FILE = "model.safetensors"  # MMAR.save_pretrained's (mmar.model.mmar.WEIGHTS_FILE)
-EMA_PREFIX = "ema."  # save_pretrained's prefix of the EMA tensors in WEIGHTS_FILE
 # trainer_state/ files written with torch.save (zip archives)
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng.pt")
 STATE_FIELDS = ("step", "data", "skipped", "nan_skipped", "samples", "run_config", "ema")
@@ -147,6 +153,11 @@ def _check_weights(file: Path) -> None:
         pass
 
 
+def _check_json(file: Path) -> None:
+    with open(file) as f:
+        json.load(f)
+
+
 def _check_state_json(file: Path) -> None:
     with open(file) as f:
         info = json.load(f)
@@ -173,6 +184,11 @@ def check_checkpoint(path: str | Path) -> None:
     """
     path = Path(path)
     _check_file(path / WEIGHTS_FILE, _check_weights)
+    _check_file(path / CONFIG_FILE, _check_json)
+    _check_file(path / BACKBONE_DIR / "config.json", _check_json)
+    _check_file(path / TOKENIZER_DIR / "tokenizer.json", _check_json)
+    if (path / IMAGE_TOKENIZER_FILE).exists():  # only image tokenizers with weights write it
+        _check_file(path / IMAGE_TOKENIZER_FILE, _check_weights)
     _check_file(path / STATE_DIR / "state.json", _check_state_json)
     for name in TORCH_FILES:
         _check_file(path / STATE_DIR / name, _check_torch_file)

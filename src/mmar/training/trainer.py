@@ -37,8 +37,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mmar.config import ConfigError
+from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
+from mmar.pipelines.mmar import MMAR
 from mmar.torch_utils import resolve_device
 from mmar.training import checkpoint as ckpt
 from mmar.training.batching import TrainingCollator
@@ -142,7 +144,7 @@ class Trainer:
         self.dist, self.device = init_distributed(run_cfg.parallel, resolve_device(tc.device))
         self.resume_from = self._check_out_dir(resume)
         init_from = None if self.resume_from else tc.init_from
-        if init_from is not None and not (Path(init_from) / "model.safetensors").is_file():
+        if init_from is not None and not (Path(init_from) / WEIGHTS_FILE).is_file():
             raise ConfigError(
                 f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
                 " point it at a run's final/ or checkpoints/step_XXXXXXX directory"
@@ -245,7 +247,7 @@ class Trainer:
         """The processor of this run: the text tokenizer (and the VAE weights) saved in
         ``source`` (resume / init_from), else built from the config and the training captions
         (the "words" vocabulary needs them)."""
-        if source is not None and (Path(source) / "tokenizer").is_dir():
+        if source is not None and (Path(source) / TOKENIZER_DIR).is_dir():
             return MMARProcessor.from_pretrained(source, config=self.cfg.model)
         from mmar.data import corpus
 
@@ -255,8 +257,6 @@ class Trainer:
         """A fresh network for the processor; the LLM config saved in ``source`` (resume /
         init_from) when there is one, so the original LLM weights need not be read again."""
         from transformers import AutoConfig
-
-        from mmar.model.mmar import BACKBONE_DIR
 
         backbone_config = None
         if source is not None and (Path(source) / BACKBONE_DIR).is_dir():
@@ -422,8 +422,7 @@ class Trainer:
         rngs = gather_objects(ckpt.rng_state(self.generator))
         if self.dist.is_main:
             with ckpt.atomic_directory(final) as tmp:
-                self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
-                self.processor.save_pretrained(tmp)
+                MMAR(self.model, self.processor).save_pretrained(tmp, ema_state_dict=ema, **weights)
                 ckpt.save_trainer_state(
                     tmp / ckpt.STATE_DIR,
                     self._state_info(),
@@ -442,8 +441,7 @@ class Trainer:
         weights, ema = self._full_weights()
         if self.dist.is_main:
             with ckpt.atomic_directory(self.out / "final") as tmp:
-                self.model.save_pretrained(tmp, ema_state_dict=ema, **weights)
-                self.processor.save_pretrained(tmp)
+                MMAR(self.model, self.processor).save_pretrained(tmp, ema_state_dict=ema, **weights)
         barrier()
         return self.out / "final"
 
