@@ -178,3 +178,13 @@ def check(cond: bool, where: str, msg: str) -> None:
     """Raise ``ConfigError(f"{where}: {msg}")`` unless ``cond``; for use in ``validate``."""
     if not cond:
         raise ConfigError(f"{where}: {msg}")
+
+
+def check_at_least_one(cfg: Config, examples: dict[str, int]) -> None:
+    """``check(field >= 1)`` for each integer field named in ``examples`` (field -> a good value
+    for the message), e.g. ``check_at_least_one(self, {"steps": 1000, "batch_size": 32})``."""
+    for name, example in examples.items():
+        v = getattr(cfg, name)
+        check(
+            v >= 1, f"{type(cfg).__name__}.{name}", f"must be >= 1, got {v}; e.g. {name}: {example}"
+        )

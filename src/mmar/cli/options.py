@@ -109,6 +109,19 @@ def sampling_from_args(base: SamplingConfig, args: argparse.Namespace) -> Sampli
     return sampling_config(base, **given)
 
 
+def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY.PATH=VALUE ... (values parsed as YAML) into ``args.overrides``."""
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        dest="overrides",
+        metavar="KEY.PATH=VALUE",
+        help=help,
+    )
+
+
 def add_json_option(p: argparse.ArgumentParser, what: str = "the results") -> None:
     p.add_argument(
         "--json",

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmar.cli.options import CliError, add_device_option
+from mmar.cli.options import CliError, add_device_option, add_set_option
 
 if TYPE_CHECKING:
     from mmar.pipelines.mmar import MMAR
@@ -75,15 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     p.add_argument("--force", action="store_true", help="delete an existing OUT first")
     add_device_option(p)
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        dest="overrides",
-        metavar="KEY.PATH=VALUE",
-        help="override fields of both stages' run configs (presets "
-        "quickstart_stage1/2), e.g. --set model.backbone.hidden_size=256",
+    add_set_option(
+        p,
+        "override fields of both stages' run configs (presets quickstart_stage1/2), e.g. "
+        "--set model.backbone.hidden_size=256",
     )
     p.set_defaults(func=run)
 

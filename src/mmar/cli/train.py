@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mmar.cli.options import add_set_option
+
 DESCRIPTION = """\
 Train an MMAR model from a run config {model, data, optim, train} (see configs/*.yaml and
 mmar/presets/). The config is fully validated before anything starts. Writes OUT/config.yaml,
@@ -42,15 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is reported by file and the one before it is used",
     )
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        dest="overrides",
-        metavar="KEY.PATH=VALUE",
-        help="override config fields, values parsed as YAML, e.g. --set "
-        "train.batch_size=16 model.mask.ratio_min=0.0",
+    add_set_option(
+        p,
+        "override config fields, values parsed as YAML, e.g. --set train.batch_size=16 "
+        "model.mask.ratio_min=0.0",
     )
     p.set_defaults(func=run)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmar.config import Config, check
+from mmar.config import Config, check, check_at_least_one
 from mmar.diffusion.config import DiffusionConfig
 from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig
 
@@ -59,18 +59,18 @@ class BackboneConfig(Config):
             "give both path (directory) and gguf_file (file name in it), "
             "or neither for the shipped SmolLM2 GGUF",
         )
-        for name in (
-            "hidden_size",
-            "num_layers",
-            "num_heads",
-            "num_kv_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "lora_rank",
-        ):
-            check(
-                getattr(self, name) >= 1, f"{n}.{name}", f"must be >= 1, got {getattr(self, name)}"
-            )
+        check_at_least_one(
+            self,
+            {
+                "hidden_size": 128,
+                "num_layers": 4,
+                "num_heads": 4,
+                "num_kv_heads": 2,
+                "intermediate_size": 512,
+                "max_position_embeddings": 1024,
+                "lora_rank": 16,
+            },
+        )
         check(
             self.hidden_size % self.num_heads == 0,
             f"{n}.hidden_size",
@@ -193,14 +193,9 @@ class SamplingConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        for name, example in (
-            ("num_iter", 16),
-            ("num_steps", 50),
-            ("max_new_tokens", 32),
-            ("batch_size", 64),
-        ):
-            v = getattr(self, name)
-            check(v >= 1, f"{n}.{name}", f"must be >= 1, got {v}; e.g. {name}: {example}")
+        check_at_least_one(
+            self, {"num_iter": 16, "num_steps": 50, "max_new_tokens": 32, "batch_size": 64}
+        )
         check(
             self.guidance_scale >= 0,
             f"{n}.guidance_scale",

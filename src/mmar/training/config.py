@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mmar.config import Config, ConfigError, check
+from mmar.config import Config, ConfigError, check, check_at_least_one
 from mmar.data.config import DataConfig
 from mmar.model.config import MMARConfig
 from mmar.training.parallel import ParallelConfig
@@ -136,16 +136,17 @@ class TrainConfig(Config):
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
-        for name, example in (
-            ("steps", 1000),
-            ("batch_size", 32),
-            ("grad_accum", 1),
-            ("log_every", 10),
-            ("keep_last", 3),
-            ("max_nan_in_row", 10),
-        ):
-            v = getattr(self, name)
-            check(v >= 1, f"{n}.{name}", f"must be >= 1, e.g. {name}: {example}, got {v}")
+        check_at_least_one(
+            self,
+            {
+                "steps": 1000,
+                "batch_size": 32,
+                "grad_accum": 1,
+                "log_every": 10,
+                "keep_last": 3,
+                "max_nan_in_row": 10,
+            },
+        )
         check(
             self.ckpt_every >= 0,
             f"{n}.ckpt_every",
