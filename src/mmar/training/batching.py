@@ -65,7 +65,7 @@ class TrainingCollator:
                 f"TrainingCollator: items {missing[:5]} have no 'key'; a dataset "
                 "item must name itself (see mmar.data)"
             )
-        stacked = collate(list(good))
+        stacked = collate(good)
         gens = [sample_generator(self.seed, self.epoch, it["key"]) for it in good]
         kinds = [draw_kind(self.kinds, g) for g in gens]
         inputs: ModelInputs = self.processor(

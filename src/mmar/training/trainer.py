@@ -249,9 +249,10 @@ class Trainer:
         (the "words" vocabulary needs them)."""
         if source is not None and (Path(source) / TOKENIZER_DIR).is_dir():
             return MMARProcessor.from_pretrained(source, config=self.cfg.model)
-        from mmar.data import corpus
-
-        return MMARProcessor.from_config(self.cfg.model, corpus(self.cfg.data))
+        # the captions of the dataset already built (not a second build of it), and only for
+        # the "words" vocabulary: other tokenizers ignore them, and a shard stream is read whole
+        words = self.cfg.model.text_tokenizer.kind == "words"
+        return MMARProcessor.from_config(self.cfg.model, self.dataset.captions() if words else None)
 
     def _build_model(self, source: Path | str | None) -> MMARModel:
         """A fresh network for the processor; the LLM config saved in ``source`` (resume /
