@@ -1,9 +1,12 @@
 """Shared test set-up: offline hub, a fixed thread count, small deterministic defaults."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# precision: auto caches its per-machine measurement; tests keep theirs out of the user's cache
+os.environ.setdefault("MMAR_CACHE_DIR", tempfile.mkdtemp(prefix="mmar-test-cache-"))
 
 import pytest
 import torch

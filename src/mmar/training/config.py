@@ -106,7 +106,9 @@ class TrainConfig(Config):
 
     steps: optimiser updates; each sees ``batch_size * grad_accum`` samples.
     batch_size: the global micro-batch: under torchrun each of N ranks trains on batch_size / N.
-    precision: "bf16" (autocast, the fast path on CPU) or "fp32".
+    precision: "auto" (bf16 autocast where bf16 is measured faster than fp32 on this device: a GPU
+      with bf16, a CPU with AVX-512 bf16 or AMX; else fp32; see mmar.compute_dtype), "bf16"
+      or "fp32".
     device: "auto" (cuda when available, else cpu), or a torch device string.
     seed: model init, the sample kinds, masks and CFG dropout (data order uses data.seed).
     ckpt_every / keep_last: checkpoint period (0 = only at the end) and how many to keep.
@@ -120,7 +122,7 @@ class TrainConfig(Config):
     steps: int = 1000
     batch_size: int = 32
     grad_accum: int = 1
-    precision: Literal["bf16", "fp32"] = "bf16"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = "auto"
     seed: int = 0
     kinds: KindMix = field(default_factory=KindMix)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mmar.compute_dtype import PrecisionChoice, resolve_precision
 from mmar.config import ConfigError
 from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from mmar.model.mmar import MMARModel
@@ -149,6 +150,13 @@ class Trainer:
                 f"RunConfig.train.init_from: {init_from} holds no model.safetensors;"
                 " point it at a run's final/ or checkpoints/step_XXXXXXX directory"
             )
+        # bf16 or fp32 (precision: auto measures this device once); every rank takes rank 0's
+        # choice, so that the ranks of one run never compute in different precisions
+        self.precision: PrecisionChoice = gather_objects(
+            resolve_precision(tc.precision, self.device)
+        )[0]
+        if self.dist.is_main:
+            print(f"precision: {self.precision.reason}", file=sys.stderr)
         torch.manual_seed(tc.seed)
         # masks and diffusion noise: on the training device, as the model draws them
         self.generator = torch.Generator(self.device).manual_seed(
@@ -326,7 +334,7 @@ class Trainer:
     def _train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         tc = self.cfg.train
         autocast = torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=tc.precision == "bf16"
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision.precision == "bf16"
         )
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -564,6 +572,8 @@ class Trainer:
             "skipped": self.skipped,
             "nan_skipped": self.nan_skipped,
             "samples": self.samples,
+            "precision": self.precision.precision,
+            "precision_reason": self.precision.reason,
             "elapsed_s": elapsed,
             "steps_per_s": (self.step - start_step) / max(elapsed, 1e-9),
             "samples_per_s": (self.samples - start_samples) / max(elapsed, 1e-9),
