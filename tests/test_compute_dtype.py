@@ -2,6 +2,9 @@
 an explicit slow bf16; the trainer uses and reports the choice."""
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -35,15 +38,35 @@ def fake_speed(cache_dir, monkeypatch):
 
 
 def test_measurement_is_real_and_fast():
-    speed = measure_cpu_matmul(size=64, rounds=2)
+    speed = measure_cpu_matmul(size=64, rounds=2, min_time_s=0.001)
     assert speed.fp32_gflops > 0 and speed.bf16_gflops > 0
     assert speed.bf16_speedup == pytest.approx(speed.bf16_gflops / speed.fp32_gflops)
 
 
 def test_measurement_draws_no_random_numbers():
     before = torch.random.get_rng_state()
-    measure_cpu_matmul(size=32, rounds=1)
+    measure_cpu_matmul(size=32, rounds=1, min_time_s=0.001)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_auto_picks_fp32_on_an_emulated_avx2_cpu(tmp_path):
+    """The real measurement, no mock: with oneDNN capped at AVX2 (and ATen's kernels at AVX2),
+    bf16 matmul falls to a few GFLOP/s, as on an AVX2-only CPU, and auto picks fp32."""
+    env = {
+        **os.environ,
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MMAR_CACHE_DIR": str(tmp_path),
+    }
+    code = (
+        "import torch; from mmar.compute_dtype import resolve_precision; "
+        "print(resolve_precision('auto', torch.device('cpu')).reason)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("auto: fp32 on this CPU"), out.stdout
+    assert "CPU capability AVX2" in out.stdout
 
 
 def test_auto_picks_fp32_where_bf16_is_slow(fake_speed):
@@ -71,15 +94,20 @@ def test_measured_once_per_machine_then_cached(fake_speed, cache_dir):
     assert cached == {compute_dtype.machine_key(): {"fp32_gflops": 160.0, "bf16_gflops": 1.5}}
 
 
-def test_cache_is_keyed_by_thread_count(fake_speed):
+def test_measurement_runs_on_one_thread_and_restores_the_count(monkeypatch):
+    seen = []
+    real_mm = torch.mm
+    monkeypatch.setattr(
+        torch, "mm", lambda a, b: seen.append(torch.get_num_threads()) or real_mm(a, b)
+    )
     threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
-        cpu_matmul_speed()
-        torch.set_num_threads(threads + 1)
-        cpu_matmul_speed()
+        measure_cpu_matmul(size=16, rounds=1, min_time_s=0.0)
+        assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-    assert fake_speed["calls"] == 2
+    assert seen and set(seen) == {1}
 
 
 def test_damaged_cache_is_measured_again(fake_speed, cache_dir):

@@ -5,13 +5,13 @@ fp32 matmul), and a trap elsewhere: on an AVX2-only CPU, bf16 matmul runs at 1-2
 ~160 for fp32 (docs/performance.md), so a bf16 run trains about 100x slower. No flag of torch
 says which case a CPU is in (``get_cpu_capability()`` reports "AVX512" for CPUs with and without
 the bf16 instructions), so on a CPU the choice is measured: a fp32 and a bf16 matmul of a
-training-like size, timed interleaved, well under a second in all, once per machine. The figures
-are cached in ``$MMAR_CACHE_DIR/compute_dtype.json`` (default ``~/.cache/mmar``), keyed by the
-CPU's model name, its capability, torch's version and the thread count.
+training-like size, timed interleaved on one thread, best of 5 rounds, about 0.15 s, once per
+machine. The figures are cached in ``$MMAR_CACHE_DIR/compute_dtype.json`` (default
+``~/.cache/mmar``), keyed by the CPU's model name, its capability and torch's version.
 
     choice = resolve_precision("auto", torch.device("cpu"))
     choice.precision       # "bf16" or "fp32"
-    choice.reason          # "cpu: bf16 matmul 412 GFLOP/s vs fp32 181 GFLOP/s (measured ...)"
+    choice.reason          # "auto: bf16 on this CPU: bf16 matmul 130.5 GFLOP/s vs fp32 59.0 ..."
 
 An explicit "bf16" is kept (it is the user's call) but warned about where it is measured over
 :data:`SLOW_BF16_RATIO` times slower than fp32.
@@ -20,9 +20,9 @@ An explicit "bf16" is kept (it is the user's call) but warned about where it is 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -43,7 +43,8 @@ SLOW_BF16_RATIO = 3.0
 # hundred; big enough that per-call overhead does not decide, small enough to stay sub-second
 # where bf16 runs at 1 GFLOP/s (2 * 256^3 = 34 MFLOP, ~30 ms)
 MATMUL_SIZE = 256
-ROUNDS = 3
+ROUNDS = 5
+MIN_TIME_S = 0.01  # per dtype and round: 5 rounds + a warm-up stay under ~0.3 s even at 1 GFLOP/s
 
 
 @dataclass(frozen=True)
@@ -88,32 +89,54 @@ def _cpu_model_name() -> str:
 
 
 def machine_key() -> str:
-    """What the measurement depends on: the CPU, its kernels, torch's version and the threads."""
+    """What the measurement depends on: the CPU, its kernels and torch's version (and oneDNN's
+    ISA cap, ONEDNN_MAX_CPU_ISA, which with ATEN_CPU_CAPABILITY=avx2 emulates an AVX2 CPU)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    return (
-        f"{_cpu_model_name()} | {capability} | torch {torch.__version__} | "
-        f"{torch.get_num_threads()} threads"
-    )
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    cap = f" | oneDNN ISA {isa_cap}" if isa_cap else ""
+    return f"{_cpu_model_name()} | {capability}{cap} | torch {torch.__version__}"
 
 
-def measure_cpu_matmul(size: int = MATMUL_SIZE, rounds: int = ROUNDS) -> MatmulSpeed:
-    """Time a (size x size) @ (size x size) matmul in fp32 and in bf16 on the CPU, interleaved
-    (so drift hits both alike), after one warm-up each; the median of ``rounds`` per dtype.
-    Inputs are fixed (no RNG is drawn): torch.ones keeps the global generator untouched."""
+def measure_cpu_matmul(
+    size: int = MATMUL_SIZE, rounds: int = ROUNDS, min_time_s: float = MIN_TIME_S
+) -> MatmulSpeed:
+    """Time a (size x size) @ (size x size) matmul in fp32 and in bf16 on the CPU.
+
+    Each round times each dtype, interleaved (so drift hits both alike), over as many calls as
+    take ``min_time_s``; the best round counts (the fastest per-call time: other processes and
+    first-call set-up only ever slow a call down, so the minimum is the machine's speed). One
+    untimed round warms up both. Inputs are fixed (torch.ones): no random numbers are drawn.
+
+    It runs on one thread (restored afterwards): what decides is the kernels' bf16/fp32 ratio,
+    which does not depend on the thread count, while a multi-threaded matmul on a busy machine
+    measures the other processes (2 threads on 2 busy cores ran 60x slower in both dtypes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_matmuls(size, rounds, min_time_s)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_matmuls(size: int, rounds: int, min_time_s: float) -> MatmulSpeed:
     flop = 2.0 * size**3
     a32 = torch.ones(size, size)
     a16 = a32.to(torch.bfloat16)
-    times: dict[torch.dtype, list[float]] = {torch.float32: [], torch.bfloat16: []}
-    for a in (a32, a16):  # warm-up: first-call allocation and kernel selection
-        torch.mm(a, a)
-    for _ in range(rounds):
+    best = {torch.float32: math.inf, torch.bfloat16: math.inf}
+    for r in range(rounds + 1):
         for a in (a32, a16):
-            t0 = time.perf_counter()
-            torch.mm(a, a)
-            times[a.dtype].append(time.perf_counter() - t0)
-    fp32 = flop / max(statistics.median(times[torch.float32]), 1e-9) / 1e9
-    bf16 = flop / max(statistics.median(times[torch.bfloat16]), 1e-9) / 1e9
-    return MatmulSpeed(fp32_gflops=fp32, bf16_gflops=bf16)
+            calls, t0 = 0, time.perf_counter()
+            while True:
+                torch.mm(a, a)
+                calls += 1
+                elapsed = time.perf_counter() - t0
+                if elapsed >= min_time_s:
+                    break
+            if r > 0:  # round 0 is the warm-up
+                best[a.dtype] = min(best[a.dtype], elapsed / calls)
+    return MatmulSpeed(
+        fp32_gflops=flop / best[torch.float32] / 1e9, bf16_gflops=flop / best[torch.bfloat16] / 1e9
+    )
 
 
 def _read_cache(path: Path) -> dict[str, dict[str, float]]:
