@@ -25,6 +25,7 @@ from mmar.diffusion.schedulers import (
     SCHEDULERS,
     DDIMScheduler,
     DDPMScheduler,
+    DPMSolverPP2MScheduler,
     NoiseScheduler,
     build_noise_scheduler,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "SCHEDULERS",
     "DDIMScheduler",
     "DDPMScheduler",
+    "DPMSolverPP2MScheduler",
     "DiffusionConfig",
     "DiffusionHead",
     "NoiseSchedule",

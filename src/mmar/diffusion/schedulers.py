@@ -1,5 +1,5 @@
-"""DDIM and DDPM noise schedulers over a respaced cosine schedule, diffusers-style
-(docs/method.md §4).
+"""DDIM, DDPM and DPM-Solver++(2M) noise schedulers over a respaced cosine schedule,
+diffusers-style (docs/method.md §4).
 
 ``set_timesteps(n)`` keeps n timesteps of the T-step training process, evenly spaced from T-1
 down to 0 (IDDPM/MAR ``space_timesteps``); ``step(output, t, x_t)`` goes from one kept timestep t
@@ -194,17 +194,94 @@ class DDPMScheduler(_RespacedScheduler):
         return prev.to(sample.dtype)
 
 
-NoiseScheduler = DDIMScheduler | DDPMScheduler
-SCHEDULERS = ("ddim", "ddpm")
+# DPM-Solver++(2M) takes its second-order step only when h_prev / h >= this (see the class)
+MIN_STEP_RATIO = 0.5
+
+
+class DPMSolverPP2MScheduler(_RespacedScheduler):
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): a deterministic
+    second-order multistep solver of the probability-flow ODE in its data-prediction form.
+
+    With alpha = sqrt(ab), sigma = sqrt(1-ab), lambda = log(alpha / sigma) and a step from the
+    kept timestep t to the next one s (h = lambda_s - lambda_t > 0):
+
+        x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) D
+        D   = x0_hat(t)                                         first step (1st order = DDIM)
+        D   = (1 + 1/(2r)) x0_hat(t) - 1/(2r) x0_hat(t_prev)    r = h_prev / h, later steps
+
+    The last step (to ab = 1, lambda = inf) returns x0_hat, as DDIM's does. A step over 2x
+    longer in lambda than the previous one (r < :data:`MIN_STEP_RATIO`) is first order: there
+    the extrapolation weight 1/(2r) exceeds 1 and amplifies the head's error. On the time-uniform
+    grid this is the step into t = 0 (lambda jumps from 1.7 to 5.0); taking it second order
+    made the closed-form Gaussian test's error at 10 steps 0.45 instead of 0.10 (DDIM: 0.25).
+    Any prediction type works (x0_hat comes from :func:`predict_x0_and_eps`); with v-prediction
+    the head's error enters x0_hat multiplied by sqrt(1-ab) <= 1 at every t.
+    It is deterministic: no noise is injected and the temperature has no effect.
+
+    State: the previous step's x0_hat and h, reset by ``set_timesteps``. The correction uses
+    them only when the previous call was the step just before this one on a sample of the same
+    shape; otherwise the step is first order.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "v"):
+        super().__init__(schedule, prediction_type)
+        self._prev: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (i, x0_hat, h)
+
+    def set_timesteps(
+        self, num_inference_steps: int, device: torch.device | str | None = None
+    ) -> None:
+        super().set_timesteps(num_inference_steps, device)
+        self._prev = None
+
+    def injects_noise(self, temperature: float) -> bool:
+        return False
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        t: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x_t (M, D) -> x_s (M, D), s the next kept timestep below t. ``generator``,
+        ``temperature`` and ``noise`` are accepted for the shared interface and unused."""
+        i = self._step_index(t, model_output, sample)
+        ab_t, ab_s = self._ab_t[i], self._ab_prev[i]  # 0-d f64
+        x0_hat, _ = predict_x0_and_eps(self.prediction_type, model_output, sample, ab_t)
+        dt = x0_hat.dtype
+        if i == len(self._index) - 1:  # to the clean sample: x_0 = x0_hat
+            self._prev = None
+            return x0_hat.to(sample.dtype)
+        lam_t = 0.5 * (ab_t / (1 - ab_t)).log()
+        lam_s = 0.5 * (ab_s / (1 - ab_s)).log()
+        h = lam_s - lam_t  # 0-d f64, > 0
+        d = x0_hat
+        prev = self._prev
+        if prev is not None and prev[0] == i - 1 and prev[1].shape == x0_hat.shape:
+            r = prev[2] / h
+            if r >= MIN_STEP_RATIO:
+                d = ((1 + 0.5 / r).to(dt)) * x0_hat - (0.5 / r).to(dt) * prev[1]
+        self._prev = (i, x0_hat, h)
+        ratio = ((1 - ab_s) / (1 - ab_t)).sqrt()  # sigma_s / sigma_t
+        coef = ab_s.sqrt() * -torch.expm1(-h)  # alpha_s (1 - e^{-h}), expm1: small h exact
+        return (ratio.to(dt) * sample.to(dt) + coef.to(dt) * d).to(sample.dtype)
+
+
+NoiseScheduler = DDIMScheduler | DDPMScheduler | DPMSolverPP2MScheduler
+SCHEDULERS = ("ddim", "ddpm", "dpm++2m")
 
 
 def build_noise_scheduler(
     name: str, schedule: NoiseSchedule, prediction_type: str = "v", eta: float = 0.0
 ) -> NoiseScheduler:
-    """The noise scheduler called ``name`` ("ddim" with ``eta``, or "ddpm") for a head that
-    predicts ``prediction_type`` (the model's ``diffusion.parameterization``)."""
+    """The noise scheduler called ``name`` ("ddim" with ``eta``, "ddpm" or "dpm++2m") for a head
+    that predicts ``prediction_type`` (the model's ``diffusion.parameterization``)."""
     if name == "ddim":
         return DDIMScheduler(schedule, prediction_type, eta=eta)
     if name == "ddpm":
         return DDPMScheduler(schedule, prediction_type)
+    if name == "dpm++2m":
+        return DPMSolverPP2MScheduler(schedule, prediction_type)
     raise ValueError(f"unknown noise scheduler {name!r}; expected one of {list(SCHEDULERS)}")
