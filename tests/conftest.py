@@ -1,12 +1,16 @@
 """Shared test set-up: offline hub, a fixed thread count, small deterministic defaults."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # precision: auto caches its per-machine measurement; tests keep theirs out of the user's cache
-os.environ.setdefault("MMAR_CACHE_DIR", tempfile.mkdtemp(prefix="mmar-test-cache-"))
+if "MMAR_CACHE_DIR" not in os.environ:
+    os.environ["MMAR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmar-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MMAR_CACHE_DIR"], ignore_errors=True)
 
 import pytest
 import torch
