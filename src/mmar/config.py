@@ -29,6 +29,13 @@ class ConfigError(ValueError):
     """A config key is unknown, a value has the wrong type, or a value is out of range."""
 
 
+class DataError(ValueError):
+    """The data a config points at cannot be used as it is: a malformed line of a data file, a
+    training set smaller than the batch, no readable item, or more unreadable items than
+    ``DataConfig.max_unreadable_share`` allows. The message names the file (and line) and what
+    to do; ``mmar`` prints it as one line and exits with status 2."""
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

@@ -4,8 +4,9 @@ Each sub-command lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to the function that runs it.
 Modules import torch and the model lazily inside ``func`` so that ``mmar --help`` is instant.
 Options several commands share (--model, --device, --no-ema, the sampling flags, --json) are
-defined once in :mod:`mmar.cli.options`. A user error (``CliError``, or a ``ConfigError`` naming
-a config field) prints "mmar COMMAND: message" and exits with status 2.
+defined once in :mod:`mmar.cli.options`. A user error (``CliError``, a ``ConfigError`` naming
+a config field, a ``DataError`` naming a data file) prints "mmar COMMAND: message" and exits
+with status 2.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from mmar.cli.options import CliError
-    from mmar.config import ConfigError
+    from mmar.config import ConfigError, DataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except (CliError, ConfigError) as e:
+    except (CliError, ConfigError, DataError) as e:
         print(f"mmar {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
