@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from mmar.data import DataConfig, build_dataset, collate, corpus
+from mmar.data.unreadable import Unreadable
 
 
 def _write_png(path, size=(40, 24), value=200, mode="RGB"):
@@ -34,16 +35,21 @@ def test_folder_items_skips_and_counts(folder):
     ds = build_dataset(cfg)
     assert len(ds) == 4  # a, broken, nocaption, sub/b (sorted by path)
     items = [ds[i] for i in range(len(ds))]
-    good = [it for it in items if it is not None]
+    good = [it for it in items if isinstance(it, dict)]
     assert sorted(it["text"] for it in good) == ["a grey card", "a nested one"]
     for it in good:
         x = it["image"]
         assert x.shape == (3, 16, 16) and x.min() >= -1 and x.max() <= 1 and it["label"] == -1
         # 40x24 center-cropped to 24x24: columns 8..19 of the original; left part still black
         assert x[:, :, 0].max() == -1 and x[:, :, -1].min() > 0
-    assert sorted(p.split("/")[-1] for p in ds.skipped) == ["broken.png", "nocaption.png"]
+    bad = [it for it in items if isinstance(it, Unreadable)]
+    assert [(u.key.split("/")[-1], u.kind) for u in bad] == [
+        ("broken.png", "unreadable image"),
+        ("nocaption.png", "missing caption"),
+    ]
     batch = collate(items)
     assert batch["images"].shape == (2, 3, 16, 16) and batch["skipped"] == 2
+    assert batch["unreadable"] == bad
     assert sorted(corpus(DataConfig(name="folder", path=str(folder), test_fraction=0.0))) == [
         "a grey card",
         "a nested one",
@@ -113,9 +119,9 @@ def test_jsonl_items_relative_paths_and_skips(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     ds = build_dataset(DataConfig(name="jsonl", path=str(path), test_fraction=0.0))
     items = [ds[i] for i in range(len(ds))]
-    assert items[0]["text"] == "first" and items[0]["label"] == 3 and items[1] is None
+    assert items[0]["text"] == "first" and items[0]["label"] == 3
+    assert isinstance(items[1], Unreadable) and items[1].key.endswith("missing.png")
     assert items[2]["label"] == -1 and torch.equal(items[0]["image"], items[2]["image"])
-    assert len(ds.skipped) == 1 and ds.skipped[0].endswith("missing.png")
     assert ds.captions() == ["first", "gone", "absolute"]
 
 

@@ -9,6 +9,7 @@ import webdataset as wds
 from PIL import Image
 
 from mmar.data import DataConfig, build_dataset, collate
+from mmar.data.unreadable import Unreadable
 from mmar.data.webdataset import TarShardDataset
 
 N_SHARDS, PER_SHARD = 4, 5
@@ -66,9 +67,10 @@ def test_two_ranks_two_workers_each_sample_once_and_corrupt_counted(shards):
 def test_in_process_iteration_counts_skipped_and_reads_labels(shards):
     ds = TarShardDataset(str(shards / "shard-001.tar"), image_size=8, channels=1)
     items = list(ds)
-    assert len(items) == PER_SHARD and sum(it is None for it in items) == 1
-    assert len(ds.skipped) == 1 and CORRUPT_KEY in ds.skipped[0]
-    good = [it for it in items if it is not None]
+    bad = [it for it in items if isinstance(it, Unreadable)]
+    assert len(items) == PER_SHARD and len(bad) == 1
+    assert bad[0].key.endswith(f"shard-001.tar:{CORRUPT_KEY}") and bad[0].kind == "unreadable image"
+    good = [it for it in items if isinstance(it, dict)]
     assert [it["label"] for it in good] == [0, 1, 3, 4]
     assert good[0]["image"].shape == (1, 8, 8)
 
@@ -77,18 +79,18 @@ def test_explicit_rank_split_is_disjoint(shards):
     seen = []
     for rank in range(2):
         ds = TarShardDataset(str(shards), rank=rank, world_size=2)  # a directory of shards
-        seen.append({it["text"] for it in ds if it is not None})
+        seen.append({it["text"] for it in ds if isinstance(it, dict)})
     assert not seen[0] & seen[1] and seen[0] | seen[1] == _good_texts()
 
 
 def test_shuffle_changes_with_epoch_but_keeps_the_samples(shards):
     ds = TarShardDataset(str(shards), shuffle_buffer=8, seed=0)
-    order0 = [it["text"] for it in ds if it is not None]
+    order0 = [it["text"] for it in ds if isinstance(it, dict)]
     ds.set_epoch(1)
-    order1 = [it["text"] for it in ds if it is not None]
+    order1 = [it["text"] for it in ds if isinstance(it, dict)]
     assert order0 != order1 and sorted(order0) == sorted(order1) == sorted(_good_texts())
     ds.set_epoch(0)
-    assert [it["text"] for it in ds if it is not None] == order0
+    assert [it["text"] for it in ds if isinstance(it, dict)] == order0
 
 
 def test_build_dataset_and_captions(shards):

@@ -5,7 +5,12 @@ seeds each sample's draws (its kind, its CFG prompt dropout) from it.
 
     build_dataset(DataConfig(name="mnist"), "train")   # 4,000 real digits, 32x32, 1 channel
     loader = DataLoader(ds, batch_size=64, shuffle=True, collate_fn=collate)
-    batch = next(iter(loader))   # {"images": (B,1,32,32), "texts", "labels": (B,), "skipped"}
+    batch = next(iter(loader))   # {"images": (B,1,32,32), "texts", "labels": (B,), "skipped",
+                                 #  "unreadable"}
+
+An item that cannot be read is an ``Unreadable(key, kind, detail)`` instead (see
+``mmar.data.unreadable``); a data file that cannot be used at all raises
+``mmar.config.DataError``.
 
 Splits are "train" and "test" (a fixed held-out set, the same in every run). ``corpus(cfg)``
 gives the caption strings a word-level text tokenizer is built from before training.

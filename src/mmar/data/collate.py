@@ -1,4 +1,4 @@
-"""collate: a list of dataset items (some None: unreadable files) -> one batch dict."""
+"""collate: a list of dataset items (some Unreadable) -> one batch dict."""
 
 from __future__ import annotations
 
@@ -7,20 +7,38 @@ from typing import Any
 
 import torch
 
+from mmar.data.unreadable import UNKNOWN, Unreadable
 
-def collate(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+Item = dict[str, Any] | Unreadable | None
+
+
+def unreadable_items(items: Sequence[Item]) -> list[Unreadable]:
+    """The items that are not readable, as Unreadable (a bare None, from a dataset of one's own
+    that gives no reason, becomes ``Unreadable("?", "unreadable item")``)."""
+    return [
+        it if isinstance(it, Unreadable) else Unreadable("?", UNKNOWN)
+        for it in items
+        if not isinstance(it, dict)
+    ]
+
+
+def collate(items: Sequence[Item]) -> dict[str, Any]:
     """Stack the readable items; count the rest.
 
-    items: [{"image": (C, H, W)} or {"latents": (C, h, w)}, with "text": str, "label": int] | None
+    items: [{"image": (C, H, W)} or {"latents": (C, h, w)}, with "text": str, "label": int] or
+      Unreadable (or None)
     returns {"images": (B, C, H, W)} or {"latents": (B, C, h, w)}, plus "texts": list[str] (B),
-      "labels": (B,) long, "skipped": int (the Nones). When every item was None, B = 0 and the
-      tensor is ``torch.empty(0)`` under "images".
+      "labels": (B,) long, "skipped": int (the unreadable items) and "unreadable": the
+      Unreadable items themselves (what and why, for the consumer to report). When no item was
+      readable, B = 0 and the tensor is ``torch.empty(0)`` under "images".
     """
-    good = [it for it in items if it is not None]
+    good = [it for it in items if isinstance(it, dict)]
+    unreadable = unreadable_items(items)
     batch = {
         "texts": [it["text"] for it in good],
         "labels": torch.tensor([it["label"] for it in good], dtype=torch.long),
-        "skipped": len(items) - len(good),
+        "skipped": len(unreadable),
+        "unreadable": unreadable,
     }
     if not good:
         batch["images"] = torch.empty(0)

@@ -6,17 +6,18 @@ grouped into samples -> (train only) a seeded shuffle buffer -> our decoding. Ev
 exactly one (rank, worker), so each sample comes out once per epoch across the whole job.
 
 Rank / world size come from torch.distributed when it is initialised (``wds.split_by_node``),
-or from the explicit ``rank``/``world_size`` arguments. A member that cannot be decoded, or a
-sample without image or caption, yields ``None`` (dropped and counted by ``collate``); a damaged
-tar is reported to the handler, which logs and counts it and goes on. ``skipped`` lists them in
-this process (with workers, sum the batches' ``"skipped"`` instead).
+or from the explicit ``rank``/``world_size`` arguments. A sample that cannot be used (an image
+that cannot be decoded, no image or no .txt member, a .txt that is not UTF-8, a .cls that is not
+an integer) comes out as an :class:`~mmar.data.unreadable.Unreadable` naming ``shard:key``; a tar
+the reader cannot go on with (damaged, truncated, not a tar) comes out as one Unreadable naming
+the shard (kind "damaged shard"), and the stream goes on with the next shard. ``collate`` drops
+and counts them.
 """
 
 from __future__ import annotations
 
 import glob
 import io
-import logging
 import random
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -27,9 +28,17 @@ import torch
 
 from mmar._versions import require
 from mmar.data.config import DataConfig
-from mmar.data.folder import UNREADABLE, load_image
-
-log = logging.getLogger(__name__)
+from mmar.data.folder import ImageReadError, label_fits, load_image
+from mmar.data.unreadable import (
+    BAD_LABEL,
+    DAMAGED_SHARD,
+    MISSING_CAPTION,
+    MISSING_IMAGE,
+    NON_UTF8_CAPTION,
+    UNREADABLE_IMAGE,
+    Unreadable,
+    one_line,
+)
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 
@@ -58,7 +67,8 @@ def expand_shards(pattern: str | list[str]) -> list[str]:
 
 
 class TarShardDataset(torch.utils.data.IterableDataset):
-    """item: {"image": (C, H, W) in [-1, 1], "text": str, "label": int (.cls, else -1)} or None."""
+    """item: {"image": (C, H, W) in [-1, 1], "text": str, "label": int (.cls, else -1),
+    "key": "shard:key"} or Unreadable."""
 
     def __init__(
         self,
@@ -85,17 +95,24 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer, self.seed = shuffle_buffer, seed
         self.epoch = 0
-        self.skipped: list[str] = []
+        self._errors: list[Unreadable] = []  # from the tar reader, yielded with the next sample
 
     def set_epoch(self, epoch: int) -> None:
         """Shard order and shuffle buffer change with the epoch (the same on every rank)."""
         self.epoch = epoch
 
     def _handler(self, exn: Exception) -> bool:
-        """webdataset error handler: a damaged tar/member is logged, counted, and skipped."""
-        self.skipped.append(repr(exn))
-        log.warning("webdataset: skipping a damaged member: %r", exn)
-        return True  # continue
+        """webdataset error handler: a damaged tar (member) becomes an Unreadable naming its
+        shard, yielded by ``__iter__``; the stream goes on."""
+        args = [a for a in exn.args if isinstance(a, str)]
+        shard = next((a for a in reversed(args) if a in self.urls), "webdataset shard")
+        detail = (args[0] if args else "").split(" @ ")[0]  # webdataset appends " @ <stream>"
+        self._errors.append(Unreadable(shard, DAMAGED_SHARD, one_line(exn, detail or None)))
+        return True  # continue with the next member or shard
+
+    def _take_errors(self) -> list[Unreadable]:
+        errors, self._errors = self._errors, []
+        return errors
 
     def _split_by_rank(self, src: Iterable[str]) -> Iterator[str]:
         import webdataset as wds
@@ -105,26 +122,31 @@ class TarShardDataset(torch.utils.data.IterableDataset):
         else:
             yield from islice(src, self.rank, None, self.world_size)
 
-    def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | None:
+    def _decode(self, sample: dict[str, Any]) -> dict[str, Any] | Unreadable:
         key = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
         image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-        if image is None or "txt" not in sample:
-            self.skipped.append(key)
-            log.warning("webdataset: skipping %s: needs an image (%s) and a .txt", key, IMAGE_KEYS)
-            return None
+        if image is None:
+            members = ", ".join(f".{k}" for k in IMAGE_KEYS)
+            return Unreadable(key, MISSING_IMAGE, f"no image member ({members})")
+        if "txt" not in sample:
+            return Unreadable(key, MISSING_CAPTION, "no .txt member")
+        try:
+            text = sample["txt"].decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            return Unreadable(key, NON_UTF8_CAPTION, f".txt: {one_line(e)}")
+        label = -1
+        if "cls" in sample:
+            try:
+                label = int(sample["cls"].decode("utf-8").strip())
+            except ValueError as e:  # not UTF-8, not an integer
+                return Unreadable(key, BAD_LABEL, f".cls: {one_line(e)}")
+            if not label_fits(label):
+                return Unreadable(key, BAD_LABEL, f".cls: {label} does not fit 64 bits")
         try:
             x = load_image(io.BytesIO(image), self.channels, self.image_size)
-            label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
-        except UNREADABLE as e:
-            self.skipped.append(key)
-            log.warning("webdataset: skipping %s: unreadable (%s)", key, e)
-            return None
-        return {
-            "image": x,
-            "text": sample["txt"].decode("utf-8").strip(),
-            "label": label,
-            "key": key,
-        }
+        except ImageReadError as e:
+            return Unreadable(key, UNREADABLE_IMAGE, e.detail)
+        return {"image": x, "text": text, "label": label, "key": key}
 
     def _pipeline(self) -> Any:  # a webdataset.DataPipeline
         import webdataset as wds
@@ -144,21 +166,31 @@ class TarShardDataset(torch.utils.data.IterableDataset):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
         return wds.DataPipeline(*stages)
 
-    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+    def __iter__(self) -> Iterator[dict[str, Any] | Unreadable]:
+        self._errors = []
         for sample in self._pipeline():
+            yield from self._take_errors()  # what the reader met on its way to this sample
             yield self._decode(sample)
+        yield from self._take_errors()
 
     def captions(self) -> list[str]:
-        """Every caption in every shard (reads only the .txt members; no rank split)."""
+        """Every caption in every shard that can be read (reads only the .txt members; no rank
+        split). Damaged shards and non-UTF-8 captions are left out here; training names them."""
         import webdataset as wds
 
         pipe = wds.DataPipeline(
             wds.SimpleShardList(self.urls),
             wds.tarfile_to_samples(
-                handler=self._handler, select_files=lambda name: name.endswith(".txt")
+                handler=wds.ignore_and_continue, select_files=lambda name: name.endswith(".txt")
             ),
         )
-        return [s["txt"].decode("utf-8").strip() for s in pipe if "txt" in s]
+        texts = []
+        for s in pipe:
+            try:
+                texts.append(s["txt"].decode("utf-8").strip())
+            except (KeyError, UnicodeDecodeError):
+                continue
+        return texts
 
 
 def webdataset_dataset(

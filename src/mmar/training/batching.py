@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mmar.data.collate import collate
+from mmar.data.collate import collate, unreadable_items
 from mmar.model.processor import MMARProcessor, ModelInputs
 
 KINDS = ("t2i", "i2t", "img")  # P(I|T), P(T|I), P(I)
@@ -42,9 +42,10 @@ class TrainingCollator:
     """``collate_fn`` of the training DataLoader: stack the readable items, draw each sample's
     kind and prompt dropout, and let the processor tokenize and pack.
 
-    Returns {"inputs": ModelInputs | None (None when every item was unreadable), "n": samples,
-    "skipped": unreadable items}. Call ``set_epoch`` before each epoch's loader is made (its
-    workers take a copy of the collator).
+    Returns {"inputs": ModelInputs | None (None when no item was readable), "n": samples,
+    "skipped": the number of unreadable items, "unreadable": those items (``Unreadable``: what
+    and why, for the trainer to count once and report)}. Call ``set_epoch`` before each epoch's
+    loader is made (its workers take a copy of the collator).
     """
 
     def __init__(self, processor: MMARProcessor, kinds: dict[str, float], seed: int):
@@ -54,11 +55,12 @@ class TrainingCollator:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, Any]:
-        good = [it for it in items if it is not None]
-        skipped = len(items) - len(good)
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
+        good = [it for it in items if isinstance(it, dict)]
+        unreadable = unreadable_items(items)
+        skipped = {"skipped": len(unreadable), "unreadable": unreadable}
         if not good:
-            return {"inputs": None, "n": 0, "skipped": skipped}
+            return {"inputs": None, "n": 0, **skipped}
         missing = [i for i, it in enumerate(good) if "key" not in it]
         if missing:
             raise ValueError(
@@ -75,4 +77,4 @@ class TrainingCollator:
             latents=stacked.get("latents"),
             generators=gens,
         )
-        return {"inputs": inputs, "n": len(good), "skipped": skipped}
+        return {"inputs": inputs, "n": len(good), **skipped}
