@@ -144,6 +144,7 @@ def test_corrupt_images_are_counted(tmp_path):
         "data.channels=1",
         "train.steps=3",
         "train.batch_size=4",
+        "data.max_unreadable_share=0.25",  # 2 of 12
     )
     summary = Trainer(cfg, tmp_path / "out").fit()
     # 3 steps x 4 = every item of the first epoch: both corrupt files seen once

@@ -43,6 +43,18 @@ class DataConfig(Config):
     max_shift: mnist/digits: train images are translated by up to this many pixels in x and y
       (zero fill), drawn from (seed, epoch, index); 0 = off. The test split is never shifted.
     num_workers: DataLoader worker processes.
+    max_unreadable_share: training stops (``DataError``) when more than this share of the items
+      of the first pass over the data cannot be read (damaged image, missing or non-UTF-8
+      caption, ...), and always when none can. Default 0.1: scraped data commonly loses a few
+      per cent to dead or truncated downloads, while more than one in ten points at a wrong
+      path, format or a damaged copy, and the run would train on what is left without saying
+      so. 0 = any unreadable item stops the run; 1 = only a run with no readable item stops.
+      Measured on the items read so far in the first pass (the first epoch of the data order):
+      a shuffled dataset (folder, jsonl, latents) stops as soon as the share is certain to be
+      exceeded (more unreadable items than the share of the whole pass) or exceeded beyond
+      chance (a Hoeffding bound at 1e-9 per check: well under one false alarm in a million
+      runs); a stream (webdataset), whose shard order is not random, at the end of its first
+      pass. See ``mmar.training.unreadable``.
     """
 
     name: Literal["mnist", "digits", "shapes", "folder", "jsonl", "webdataset", "latents"] = "mnist"
@@ -59,6 +71,7 @@ class DataConfig(Config):
     shuffle_buffer: int = 256
     max_shift: int = 0
     num_workers: int = 0
+    max_unreadable_share: float = 0.1
 
     def validate(self) -> None:
         super().validate()
@@ -104,6 +117,12 @@ class DataConfig(Config):
             self.num_workers >= 0,
             f"{n}.num_workers",
             f"must be >= 0, got {self.num_workers}",
+        )
+        check(
+            0.0 <= self.max_unreadable_share <= 1.0,
+            f"{n}.max_unreadable_share",
+            f"must be in [0, 1] (a share of the items), e.g. max_unreadable_share: 0.1, got "
+            f"{self.max_unreadable_share}",
         )
         if self.name == "shapes":
             check(

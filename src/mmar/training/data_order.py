@@ -4,7 +4,10 @@ Data order: epoch ``e`` visits the dataset in ``randperm(n)`` drawn from a gener
 ``(seed, e)``, cut into batches of ``batch_size`` (the ragged tail of an epoch is dropped so every
 step sees the same batch size). The position is therefore just ``(epoch, offset)``: a checkpoint
 stores it and a resumed run yields exactly the batches the interrupted one would have.
-Written by hand because ``torch.utils.data`` samplers keep no resumable position.
+Written by hand because ``torch.utils.data`` samplers keep no resumable position. A dataset
+smaller than one batch is refused (``DataError``) rather than trained on with smaller or
+repeated batches: the global batch is split evenly over the ranks, and a step of repeated items
+would weight them twice without saying so.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+
+from mmar.config import DataError
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -29,11 +34,14 @@ class ResumableBatchSampler:
     a new epoch's loader (and its workers) start. ``state_dict()`` is that position.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int):
-        if batch_size > num_items:
-            raise ValueError(
-                f"batch size {batch_size} is larger than the dataset ({num_items} items); "
-                "lower train.batch_size or use more data"
+    def __init__(self, num_items: int, batch_size: int, seed: int, source: str = "the dataset"):
+        if batch_size > num_items:  # every step trains on a full batch of distinct items
+            raise DataError(
+                f"train.batch_size = {batch_size} is larger than the dataset: {source} has "
+                f"{num_items} training item{'s' * (num_items != 1)}, and a step trains on "
+                f"{batch_size} different items; lower train.batch_size to at most {num_items} "
+                f"(e.g. --set train.batch_size={1 << max(0, num_items.bit_length() - 1)}) or "
+                "add data"
             )
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.epoch, self.offset = 0, 0

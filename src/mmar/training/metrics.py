@@ -1,7 +1,8 @@
 """Training metrics: one JSON object per logged step in ``OUT/metrics.jsonl``, and ``loss.png``.
 
 Keys: step, loss, loss_text, loss_diff, lr, grad_norm, samples_per_s, and the running totals
-skipped (unreadable images dropped by collate) and nan_skipped (steps skipped for NaN/inf).
+skipped (distinct unreadable items, each counted once) and nan_skipped (steps skipped for
+NaN/inf).
 
 Non-finite values (a skipped NaN step) are written as ``null`` so the file stays strict JSON.
 """

@@ -12,11 +12,16 @@ the same weights as an uninterrupted one (bit-exact on CPU).
 Under torchrun with ``parallel.strategy`` ddp / fsdp each rank trains on its slice of every
 global batch (see :mod:`mmar.training.parallel`); rank 0 alone logs and writes.
 
+Unreadable items (:mod:`mmar.training.unreadable`): each is counted and named once (printed with
+``tqdm.write``, off the progress bar; all listed in OUT/skipped.jsonl), a micro-batch with no
+readable item is passed over (one process), and the run stops with ``DataError`` when none or
+more than ``data.max_unreadable_share`` of the items cannot be read.
+
 Callbacks (``Trainer(..., callbacks=[...])``) see every step as it ends; see :data:`Callback`.
 
 Output directory::
 
-    OUT/config.yaml  metrics.jsonl  loss.png  summary.json
+    OUT/config.yaml  metrics.jsonl  loss.png  summary.json  skipped.jsonl (if any)
     OUT/checkpoints/step_XXXXXXX/   model.safetensors (raw + EMA weights), config.json,
                                     backbone/, tokenizer/ + trainer_state/
                                     (see mmar.training.checkpoint)
@@ -37,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmar.compute_dtype import PrecisionChoice, resolve_precision
-from mmar.config import ConfigError
+from mmar.config import ConfigError, DataError
 from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
@@ -63,6 +68,7 @@ from mmar.training.parallel import (
     init_distributed,
     parallelize,
 )
+from mmar.training.unreadable import StepUnreadable, UnreadableLog
 
 Callback = Callable[["Trainer", dict[str, Any]], None]
 """``callback(trainer, record)``, called by ``fit()`` once after every training step.
@@ -73,7 +79,7 @@ complete; the last step's call comes before ``final/`` is written. Not called fo
 resumed run restored, nor for a step at which the run stops with TrainingDiverged.
 record: ``step``; the step's ``loss``, ``loss_text``, ``loss_diff`` (global means), ``lr`` (the
   one the update used), ``grad_norm`` (NaN when skipped), ``finite`` (False: NaN/inf, no
-  update), ``samples`` (this step's); the run's ``skipped`` (unreadable images) and
+  update), ``samples`` (this step's); the run's ``skipped`` (distinct unreadable items) and
   ``nan_skipped`` counts; ``checkpoint``: the directory written at this step, else None.
 An exception raised by a callback stops the run: ``fit()`` re-raises it, no ``final/`` is written
 and checkpoints already written stay (``--resume`` continues from them). Callbacks run on every
@@ -177,13 +183,23 @@ class Trainer:
                 "drop_last": True,
             }
         else:
-            position = ResumableBatchSampler(len(self.dataset), tc.batch_size, run_cfg.data.seed)
+            position = ResumableBatchSampler(
+                len(self.dataset), tc.batch_size, run_cfg.data.seed, source=self._data_source()
+            )
             self.data_position = (
                 position
                 if not self.dist.distributed
                 else ShardedBatchSampler(position, self.dist.rank, self.dist.world_size)
             )
             batching = {"batch_sampler": self.data_position}
+        self.unreadable = UnreadableLog(
+            run_cfg.data.max_unreadable_share,
+            self._data_source(),
+            None if self.stream else position.batches_per_epoch * position.batch_size,
+            self.out,
+        )
+        self._pass_ended = False  # this rank's first pass over the data is over
+        self._pending = StepUnreadable()
         self.collator = TrainingCollator(self.processor, tc.kinds.to_dict(), tc.seed)
         self.loader = torch.utils.data.DataLoader(
             self.dataset,
@@ -206,11 +222,20 @@ class Trainer:
         self.lr_scheduler = build_lr_scheduler(self.optimizer, run_cfg.optim, tc.steps)
         self.ema = EMA(self.model, run_cfg.optim.ema_decay)
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
-        self.step, self.skipped, self.nan_skipped, self.samples = 0, 0, 0, 0
+        self.step, self.nan_skipped, self.samples = 0, 0, 0
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
 
     # --- set-up -----------------------------------------------------------------------------
+    @property
+    def skipped(self) -> int:
+        """Distinct unreadable items met so far (each counted once, whatever the epochs)."""
+        return self.unreadable.count
+
+    def _data_source(self) -> str:
+        d = self.cfg.data
+        return f"{d.name} data {d.path}" if d.path is not None else f"the {d.name} data"
+
     def _local_batch_size(self) -> int:
         batch, world = self.cfg.train.batch_size, self.dist.world_size
         if batch % world:
@@ -301,35 +326,91 @@ class Trainer:
             self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas
         ):
             group["lr"] = base * factor(sched.last_epoch)
-        self.step, self.skipped = info["step"], info["skipped"]
+        self.step = info["step"]
+        if "unreadable" in info:
+            self.unreadable.load_state_dict(info["unreadable"])
+        else:  # a checkpoint from before the unreadable log: its first pass is over if epoch > 0
+            self.unreadable.pass_done = self.data_position.epoch > 0
+        self._pass_ended = self.unreadable.pass_done
         self.nan_skipped, self.samples = info["nan_skipped"], info["samples"]
         if self.dist.is_main:
             self.metrics.truncate_after(self.step)
 
     # --- one step -----------------------------------------------------------------------------
     def _batches(self) -> Iterator[dict[str, Any]]:
-        """Endless micro-batches; the loader is re-made per epoch so that the epoch set on the
-        dataset and the collator reaches its workers. A stream replays its epoch up to the saved
-        offset on resume."""
+        """Endless micro-batches, each marked ``first_pass`` when it belongs to epoch 0; the
+        loader is re-made per epoch so that the epoch set on the dataset and the collator reaches
+        its workers. A stream replays its epoch up to the saved offset on resume."""
         pos = self.data_position
         while True:
+            epoch = pos.epoch
             if hasattr(self.dataset, "set_epoch"):
-                self.dataset.set_epoch(pos.epoch)
-            self.collator.set_epoch(pos.epoch)
+                self.dataset.set_epoch(epoch)
+            self.collator.set_epoch(epoch)
             skip = pos.offset // pos.batch_size if isinstance(pos, StreamPosition) else 0
-            n = 0
+            n, readable = 0, 0
             for n, batch in enumerate(self.loader, 1):
                 if n > skip:
                     pos.advance()
-                    yield batch
+                    readable += batch["n"]
+                    yield {**batch, "first_pass": epoch == 0}
+            if epoch > 0 and n > skip and readable == 0:  # epoch 0: the unreadable log's rules
+                raise DataError(
+                    f"{self._data_source()}: no item of epoch {epoch} could be read (earlier "
+                    "epochs had readable items: were the files changed or removed during the "
+                    f"run?); {self.unreadable.count} unreadable items are listed in "
+                    f"{self.unreadable.listing}"
+                )
             if isinstance(pos, StreamPosition):
                 if n <= skip:
-                    raise RuntimeError(
-                        f"the training stream {self.cfg.data.path} gave no "
-                        f"batch of {pos.batch_size} in epoch {pos.epoch}; lower "
-                        "train.batch_size"
+                    raise DataError(
+                        f"{self._data_source()}: the training stream gave fewer than "
+                        f"{pos.batch_size} items (one batch{' per rank' * self.dist.distributed}) "
+                        f"in epoch {pos.epoch}; lower train.batch_size or add data"
                     )
                 pos.next_epoch()
+            if epoch == 0:
+                self._pass_ended = True
+
+    def _next_batch(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
+        """The next micro-batch with a readable item; every unreadable item is noted on the way.
+
+        One process: a micro-batch of unreadable items only is passed over (a step trains on
+        ``grad_accum`` micro-batches of data, never on none), and the stop rules are checked at
+        once, so that a pass over nothing ends the run. Under torchrun every rank must take part
+        in every step's collectives, so such a micro-batch stops the run.
+        """
+        while True:
+            batch = next(batches)
+            self._pending.note(batch)
+            if batch["inputs"] is not None:
+                return batch
+            if self.dist.distributed:
+                raise DataError(
+                    f"{self._data_source()}: rank {self.dist.rank} got a micro-batch with no "
+                    f"readable item ({'; '.join(str(u) for u in batch['unreadable'][:3])}); "
+                    "fix or remove the damaged files"
+                )
+            self._account_unreadable(0)
+
+    def _account_unreadable(self, n_samples: int) -> int:
+        """Add this step's unreadable items (summed over the ranks) to the log, print the new
+        ones, and stop when a rule of :mod:`mmar.training.unreadable` holds; returns the step's
+        samples summed over the ranks. A collective: every rank calls it once per step."""
+        pending, self._pending = self._pending, StepUnreadable()
+        items = pending.items
+        counts = [n_samples, pending.reads, pending.unreadable, float(self._pass_ended)]
+        if self.dist.distributed:
+            counts = all_reduce_sum([*counts, len(items)], self.device)
+            if counts[-1]:  # some rank met unreadable items: every rank learns all of them
+                items = [u for rank_items in gather_objects(items) for u in rank_items]
+        n, reads, unreadable, ended = (int(c) for c in counts[:4])
+        self.unreadable.add_pass(reads, unreadable, done=ended == self.dist.world_size)
+        for line in self.unreadable.add(items):
+            if self.dist.is_main:
+                tqdm.write(line, file=sys.stderr)  # above the progress bar, not on its line
+        self.unreadable.check()
+        return n
 
     def _train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, Any]:
         tc = self.cfg.train
@@ -339,17 +420,9 @@ class Trainer:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         sums = {"loss": 0.0, "loss_text": 0.0, "loss_diff": 0.0}
-        finite, n_samples, step_skipped = True, 0, 0
+        finite, n_samples = True, 0
         for _ in range(tc.grad_accum):
-            batch = next(batches)
-            step_skipped += int(batch["skipped"])
-            if batch["inputs"] is None:  # every image of the micro-batch was unreadable
-                if self.dist.distributed:  # the other ranks wait in this step's collectives
-                    raise RuntimeError(
-                        f"rank {self.dist.rank}: every image of a micro-batch was "
-                        "unreadable; fix or remove the damaged files"
-                    )
-                continue
+            batch = self._next_batch(batches)
             inputs = batch["inputs"].to(self.device)
             tokens = None  # (B_img, N, D), encoded in fp32 outside autocast
             if inputs.images is not None or inputs.latents is not None:
@@ -376,10 +449,8 @@ class Trainer:
             (loss / tc.grad_accum).backward()
         if self.dist.distributed:  # every rank back-propagated; a NaN anywhere is in the sums
             finite = math.isfinite(sums["loss"])
-            n_samples, step_skipped = map(
-                int, all_reduce_sum([n_samples, step_skipped], self.device)
-            )
-        self.skipped += step_skipped
+        # before the update: a run that stops here for its data does not train on this step
+        n_samples = self._account_unreadable(n_samples)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         max_norm = self.cfg.optim.grad_clip or math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if finite else math.nan
@@ -402,6 +473,7 @@ class Trainer:
             "step": self.step,
             "data": self.data_position.state_dict(),
             "skipped": self.skipped,
+            "unreadable": self.unreadable.state_dict(),
             "nan_skipped": self.nan_skipped,
             "samples": self.samples,
             "run_config": self.cfg.to_dict(),
@@ -493,7 +565,13 @@ class Trainer:
         )
         batches = self._batches()
         while self.step < tc.steps:
-            r = self._train_step(batches)
+            try:
+                r = self._train_step(batches)
+            except DataError:  # the data cannot be trained on: say which items, stop
+                bar.close()
+                if main:
+                    self.unreadable.write()
+                raise
             window_samples += r["samples"]
             nan_in_row = 0 if r["finite"] else nan_in_row + 1
             bar.update(1)
@@ -570,6 +648,7 @@ class Trainer:
             "step": self.step,
             "stopped": stopped,
             "skipped": self.skipped,
+            "skipped_by_kind": self.unreadable.by_kind(),
             "nan_skipped": self.nan_skipped,
             "samples": self.samples,
             "precision": self.precision.precision,
@@ -585,9 +664,14 @@ class Trainer:
         }
         with open(self.out / "summary.json", "w") as f:
             json.dump(summary, f, indent=1)
+        self.unreadable.write()
         msg = f"trained to step {self.step} ({stopped}) in {elapsed:.0f}s; final model: {final}"
         if self.skipped:
-            msg += f"; skipped {self.skipped} unreadable images"
+            kinds = ", ".join(f"{c} {k}" for k, c in sorted(self.unreadable.by_kind().items()))
+            msg += (
+                f"; skipped {self.skipped} unreadable items ({kinds}; listed in "
+                f"{self.unreadable.listing})"
+            )
         if self.nan_skipped:
             msg += f"; skipped {self.nan_skipped} NaN/inf steps"
         print(msg, file=sys.stderr)
