@@ -12,6 +12,8 @@ Train an MMAR model from a run config {model, data, optim, train} (see configs/*
 mmar/presets/). The config is fully validated before anything starts. Writes OUT/config.yaml,
 OUT/metrics.jsonl, OUT/loss.png, OUT/checkpoints/step_XXXXXXX/ (atomic, the last
 train.keep_last kept) and OUT/final/ (EMA + raw weights; load it with MMAR.from_pretrained).
+Unreadable items are skipped, named once and listed in OUT/skipped.jsonl; the run stops when
+no item can be read, or more than data.max_unreadable_share (default 0.1) of them cannot.
 
 examples:
   mmar train --config configs/mnist_stage1.yaml --out runs/mnist_stage1

@@ -52,9 +52,9 @@ class DataConfig(Config):
       Measured on the items read so far in the first pass (the first epoch of the data order):
       a shuffled dataset (folder, jsonl, latents) stops as soon as the share is certain to be
       exceeded (more unreadable items than the share of the whole pass) or exceeded beyond
-      chance (a Hoeffding bound at 1e-9 per check: well under one false alarm in a million
-      runs); a stream (webdataset), whose shard order is not random, at the end of its first
-      pass. See ``mmar.training.unreadable``.
+      chance (Hoeffding's bound: a false alarm below 1e-9 per step checked); a stream
+      (webdataset), whose shard order is not random, at the end of its first pass. See
+      ``mmar.training.unreadable``.
     """
 
     name: Literal["mnist", "digits", "shapes", "folder", "jsonl", "webdataset", "latents"] = "mnist"

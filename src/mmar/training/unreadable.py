@@ -16,8 +16,8 @@ of the data without repeats; a stream: its shards in order), against
   were unreadable: k > s P (the share of the pass is already certain to exceed s), or
   k / n - sqrt(ln(1 / delta) / (2 n)) > s with delta = 1e-9 (Hoeffding's bound, which holds for
   sampling without replacement: a share at or below s gives this with probability < delta per
-  check, so well under one false alarm in a million runs). Every item unreadable stops a run
-  after 13 reads at s = 0.1; half of them after 65; 12% vs s = 0.1 needs ~26,000 reads.
+  check, one check per step, so < 1e-4 even over 100,000 steps). Every item unreadable stops a
+  run after 13 reads at s = 0.1; half of them after 65; 12% vs s = 0.1 needs ~26,000 reads.
 - a stream stops only at the end of its first pass: its shards come in order, and a shard that
   is damaged as a whole would make the early rule stop a run whose overall share is fine.
 After the first pass nothing new is measured (later epochs read the same items), but items first
