@@ -56,7 +56,7 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig) -> ImageTokenizer:
         return PixelTokenizer(cfg.image_channels, cfg.image_size, cfg.scale)
     tok: ImageTokenizer
     if cfg.kind == "kl16":
-        tok = KL16Tokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior)
+        tok = KL16Tokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior, cfg.seed)
     else:  # validate() guarantees the path of a diffusers VAE
         tok = DiffusersVAETokenizer(str(cfg.path), cfg.image_size, cfg.scale, cfg.posterior)
     return tok.eval().requires_grad_(False)

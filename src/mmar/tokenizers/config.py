@@ -37,11 +37,14 @@ class ImageTokenizerConfig(Config):
 
     kind: "pixels" (identity, lossless, tiny runs), "kl16" (MAR's KL-16 VAE), "diffusers" (any
       diffusers AutoencoderKL directory).
-    path: kl16: the kl16.ckpt file (None = random init, for tests); diffusers: a local directory.
+    path: kl16: the kl16.ckpt file (None = random init from ``seed``, for tests); diffusers: a
+      local directory.
     scale: latent scale; None = the tokenizer's default (pixels 1.0, kl16 KL16_SCALE, diffusers
       its config.scaling_factor). Estimate one for new data with `mmar vae-scale`.
     posterior: "mode" (posterior mean, deterministic) or "sample" (needs a generator).
     patch_size: group size p of patchify: p x p latent cells form one token.
+    seed: kl16 with path null: the seed of its random weights, so that every process that
+      builds this config (``mmar cache-latents``, the trainer) builds the same VAE.
     """
 
     kind: Literal["pixels", "kl16", "diffusers"] = "pixels"
@@ -51,6 +54,7 @@ class ImageTokenizerConfig(Config):
     scale: float | None = None
     posterior: Literal["sample", "mode"] = "mode"
     patch_size: int = 1
+    seed: int = 0
 
     def validate(self) -> None:
         super().validate()

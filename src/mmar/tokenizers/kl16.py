@@ -15,7 +15,7 @@ that its state dict loads strictly, key for key.
 
 from __future__ import annotations
 
-import contextlib
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -212,6 +212,22 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+@torch.no_grad()
+def _init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default init of every conv (weight and bias ~ U(+-1 / sqrt(fan_in)), what
+    kaiming_uniform_(a=sqrt(5)) gives) and GroupNorm (1, 0), drawn from ``generator`` in module
+    order."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            bound = 1.0 / math.sqrt(m.weight[0].numel())  # fan_in = C_in / groups * k * k
+            m.weight.uniform_(-bound, bound, generator=generator)
+            if m.bias is not None:
+                m.bias.uniform_(-bound, bound, generator=generator)
+        elif isinstance(m, nn.GroupNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def _head(items: list[str], n: int = 5) -> str:
     """The first n items and the count, for error messages that stay readable."""
     return f"{items[:n]}{' ...' if len(items) > n else ''} ({len(items)})"
@@ -221,8 +237,10 @@ class KL16Tokenizer(ImageTokenizer):
     """MAR's KL-16 VAE as an ImageTokenizer: 3-channel images, stride 16, 16 latent channels.
 
     path: MAR's kl16.ckpt ({"model": state_dict} or a bare state dict), loaded strictly;
-    None = random init (tests). `_width` narrows the network for fast tests only; the released
-    model is the default.
+    None = random init (tests), drawn from a generator seeded by ``seed``: the same weights in
+    every process, whatever its global RNG (the trainer must decode with the VAE a latent cache
+    was encoded with). `_width` narrows the network for fast tests only; the released model is
+    the default.
     """
 
     def __init__(
@@ -231,18 +249,24 @@ class KL16Tokenizer(ImageTokenizer):
         image_size: int = 256,
         scale: float | None = None,
         posterior: Literal["sample", "mode"] = "mode",
+        seed: int = 0,
         _width: int = KL16_WIDTH,
     ):
         super().__init__(3, image_size, KL16_SCALE if scale is None else scale, 0.0, posterior)
-        # With a checkpoint, skip the random init of 66M parameters: build on the meta device
-        # and let the strict load assign every tensor.
-        with torch.device("meta") if path is not None else contextlib.nullcontext():
+        # Built on the meta device (no torch-global init of 66M parameters), then either the
+        # strict load assigns every tensor, or the seeded init fills them. Under a meta default
+        # device (MMARProcessor.from_pretrained assigns stored weights afterwards) both are left.
+        with torch.device("meta"):
             self.encoder = Encoder(_width, KL16_CH_MULT, 2, KL16_EMBED_DIM)
             self.decoder = Decoder(_width, KL16_CH_MULT, 2, KL16_EMBED_DIM)
             self.quant_conv = nn.Conv2d(2 * KL16_EMBED_DIM, 2 * KL16_EMBED_DIM, 1)
             self.post_quant_conv = nn.Conv2d(KL16_EMBED_DIM, KL16_EMBED_DIM, 1)
         if path is not None:
             self.load_checkpoint(path)
+        elif torch.get_default_device().type != "meta":
+            # on the CPU: the same numbers on every machine; the caller moves the tokenizer
+            self.to_empty(device="cpu")
+            _init_weights(self, torch.Generator().manual_seed(seed))
 
     @property
     def channels(self) -> int:
