@@ -13,7 +13,9 @@ from mmar.tokenizers.config import ImageTokenizerConfig
 DESCRIPTION = """\
 Run the image tokenizer's encoder once over a dataset, for every image and its horizontal
 flip (as MAR does), and write latent shards (safetensors) + captions + manifest.json to --out.
-Train on them with data: {name: latents, path: OUT}.
+Train on them with data: {name: latents, path: OUT}. The manifest records the tokenizer
+(config, scale, shift, latent geometry, a sha256 of its weights) and a sha256 of every file:
+training refuses a cache its model's tokenizer did not encode, or a damaged one, by file name.
 
 examples:
   mmar cache-latents --data mnist --tokenizer-config kl16.yaml --out cache/mnist-kl16
@@ -98,21 +100,24 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     generator = torch.Generator(device).manual_seed(args.seed)
     for split, ds in datasets.items():
-        entry = write_latent_cache(
-            ds,
-            tokenizer,
-            args.out,
-            split,
-            tokenizer_config=tok_cfg.to_dict(),
-            data_config=data_cfg.to_dict(),
-            batch_size=args.batch_size,
-            flip=not args.no_flip,
-            shard_size=args.shard_size,
-            num_workers=args.num_workers,
-            device=device,
-            generator=generator,
-            progress=True,
-        )
+        try:
+            entry = write_latent_cache(
+                ds,
+                tokenizer,
+                args.out,
+                split,
+                tokenizer_config=tok_cfg,
+                data_config=data_cfg.to_dict(),
+                batch_size=args.batch_size,
+                flip=not args.no_flip,
+                shard_size=args.shard_size,
+                num_workers=args.num_workers,
+                device=device,
+                generator=generator,
+                progress=True,
+            )
+        except ValueError as e:  # an empty split, another tokenizer's cache at --out
+            raise CliError(str(e)) from None
         print(
             f"{split}: {entry['count']} latents in {len(entry['shards'])} shard(s), "
             f"{entry['skipped']} skipped -> {Path(args.out) / split}"

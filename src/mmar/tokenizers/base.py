@@ -11,6 +11,7 @@ except for diffusers VAEs that set `shift_factor`).
 from __future__ import annotations
 
 import abc
+import hashlib
 from typing import Literal
 
 import torch
@@ -123,6 +124,20 @@ class ImageTokenizer(nn.Module, abc.ABC):
         self.check_latents(latents)
         images = self._decode_raw(latents / self.scale + self.shift)  # (B, C_img, H, W)
         return images.clamp(-1.0, 1.0)
+
+    def weights_sha256(self) -> str | None:
+        """A fingerprint of the weights (None without any): sha256 over every tensor of the state
+        dict in key order (name, dtype, shape, bytes), whatever device it is on. A latent cache
+        records it, so that the trainer can tell whether it decodes with the VAE that encoded."""
+        state = self.state_dict()
+        if not state:
+            return None
+        h = hashlib.sha256()
+        for key in sorted(state):
+            t = state[key].detach().cpu().contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def extra_repr(self) -> str:
         return (

@@ -2,7 +2,8 @@
 
 Everything is checked before any work starts: unknown keys and wrong types by the Config base,
 ranges by each ``validate()``, and the agreements between sections (image size and channels of
-the data vs the image tokenizer) by ``RunConfig.validate``. A warm-up longer than the run is
+the data, or the tokenizer a latent cache was encoded with, vs the image tokenizer) by
+``RunConfig.validate``. A warm-up longer than the run is
 allowed (``--steps 5`` smoke runs of a real preset): the learning rate then never peaks.
 """
 
@@ -175,7 +176,9 @@ class RunConfig(Config):
         super().validate()
         n = type(self).__name__
         tok = self.model.image_tokenizer
-        if self.data.name != "latents":  # a latent cache is checked against the model when read
+        if self.data.name == "latents":
+            self._check_latent_cache()
+        else:
             check(
                 self.data.image_size == tok.image_size,
                 f"{n}.data.image_size",
@@ -191,6 +194,17 @@ class RunConfig(Config):
                 f"data.channels: {tok.image_channels} (grey digits are repeated to RGB) or "
                 f"change the tokenizer",
             )
+
+    def _check_latent_cache(self) -> None:
+        """The latent cache against model.image_tokenizer, as far as the config tells (kind,
+        image size and channels, latent geometry, an explicit scale, a random KL-16's seed);
+        the trainer compares the built tokenizer (default scale, shift, weights) once built.
+        A cache that is not there yet is left to the dataset, which names the missing file."""
+        from mmar.data.latent_manifest import MANIFEST, check_fits, read_manifest
+
+        manifest = Path(self.data.require_path()) / MANIFEST
+        if manifest.is_file():
+            check_fits(read_manifest(manifest), manifest, self.model.image_tokenizer)
 
 
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")

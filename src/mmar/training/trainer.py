@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from mmar.compute_dtype import PrecisionChoice, resolve_precision
 from mmar.config import ConfigError, DataError
+from mmar.data.latents import LatentDataset
 from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
@@ -174,6 +175,10 @@ class Trainer:
         self.dataset = build_dataset(run_cfg.data, "train")
         source = self.resume_from or init_from
         self.processor = self._build_processor(source)
+        if isinstance(self.dataset, LatentDataset):  # before any work: its VAE must be ours
+            self.dataset.check_tokenizer(
+                run_cfg.model.image_tokenizer, self.processor.image_tokenizer
+            )
         self.stream = isinstance(self.dataset, torch.utils.data.IterableDataset)
         self.data_position: ResumableBatchSampler | ShardedBatchSampler | StreamPosition
         if self.stream:  # the shards are split over the ranks (see mmar.data.webdataset)
