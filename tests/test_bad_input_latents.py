@@ -1,16 +1,20 @@
 """Bad input around latent caches and the KL-16 tokenizer (issue 9): a cache is checked against
 the model before any work starts, a random-init KL-16 is the same VAE in `cache-latents` and
-in the trainer, and damaged cache files are refused with one line naming the file (fuzzed)."""
+in the trainer, the README's `cache-latents` command works on WebDataset shards, and damaged
+cache files are refused with one line naming the file (fuzzed)."""
 
+import io
 import json
 import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import mmar.cli.cache_latents as cache_latents_cli
 from mmar.cli import main
@@ -172,6 +176,39 @@ def test_random_kl16_cache_decodes_through_the_trained_model(tmp_path, monkeypat
         got = trained.processor.image_tokenizer.decode(latents)
     # the same weights (float32 round-off of the loaded copy); another VAE is off by ~0.1
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+# --- the README's cache-latents command on WebDataset shards ------------------------------------
+def write_shard(path: Path, n: int) -> None:
+    import webdataset as wds
+
+    with wds.TarWriter(str(path)) as sink:
+        for i in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((12, 12, 3), 20 * i, dtype=np.uint8)).save(buf, format="PNG")
+            sink.write({"__key__": f"{i:04d}", "png": buf.getvalue(), "txt": f"grey {i}"})
+
+
+def test_cache_latents_webdataset_without_splits(tmp_path, capsys):
+    write_shard(tmp_path / "train.tar", 3)
+    tok = tmp_path / "tok.yaml"
+    tok.write_text("{kind: pixels, image_size: 8, image_channels: 3}\n")
+    data = tmp_path / "data.yaml"
+    data.write_text(f"{{name: webdataset, path: {tmp_path / 'train.tar'}, image_size: 8}}\n")
+    argv = ["cache-latents", "--data", str(data), "--tokenizer-config", str(tok)]
+    assert main([*argv, "--out", str(tmp_path / "c")]) == 0  # the README's command
+    assert json.loads((tmp_path / "c" / "manifest.json").read_text())["splits"].keys() == {"train"}
+    write_shard(tmp_path / "test.tar", 2)  # with held-out shards, both splits
+    data.write_text(
+        f"{{name: webdataset, path: {tmp_path / 'train.tar'}, "
+        f"test_path: {tmp_path / 'test.tar'}, image_size: 8}}\n"
+    )
+    assert main([*argv, "--out", str(tmp_path / "c2")]) == 0
+    splits = json.loads((tmp_path / "c2" / "manifest.json").read_text())["splits"]
+    assert (splits["train"]["count"], splits["test"]["count"]) == (3, 2)
+    data.write_text(f"{{name: webdataset, path: {tmp_path / 'train.tar'}, image_size: 8}}\n")
+    assert main([*argv, "--out", str(tmp_path / "c3"), "--splits", "train,test"]) == 2
+    assert "test_path" in capsys.readouterr().err  # asked for explicitly: refused by name
 
 
 # --- damaged cache files: refused with one line naming the file --------------------------------

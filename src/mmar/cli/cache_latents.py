@@ -41,7 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tok.add_argument("--tokenizer-config", help="an ImageTokenizerConfig YAML file")
     add_model_options(p, model_group=tok, weights=False, device=False)  # its image tokenizer
     p.add_argument("--out", required=True, help="output directory of the cache")
-    p.add_argument("--splits", default="train,test", help="comma-separated (default: train,test)")
+    p.add_argument(
+        "--splits",
+        default=None,
+        help="comma-separated, e.g. train,test (default: train, and test where the data has a "
+        "held-out split: the built-in sets, folder/jsonl unless test_fraction is 0 without a "
+        "test_path, webdataset only with a test_path)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
     p.add_argument("--no-flip", action="store_true", help="do not also encode horizontal flips")
     p.add_argument("--shard-size", type=int, default=10_000, help="latents per shard file")
@@ -83,6 +89,16 @@ def _data_config(args: argparse.Namespace, tok_cfg: ImageTokenizerConfig) -> Dat
     )
 
 
+def _default_splits(cfg: DataConfig) -> list[str]:
+    """train, and test where ``cfg`` has held-out data (WebDataset shards only with test_path:
+    the README's command on a shard pattern must not ask for a split that is not there)."""
+    if cfg.test_path is not None or cfg.name in ("mnist", "digits", "shapes"):
+        return ["train", "test"]
+    if cfg.name in ("folder", "jsonl") and cfg.test_fraction > 0:
+        return ["train", "test"]
+    return ["train"]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -93,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         tok_cfg, tokenizer = _image_tokenizer(args)
         data_cfg = _data_config(args, tok_cfg)
-        splits = [s for s in args.splits.split(",") if s]
+        splits = (
+            [s for s in args.splits.split(",") if s] if args.splits else _default_splits(data_cfg)
+        )
         datasets = {s: build_dataset(data_cfg, s) for s in splits}
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; FileNotFoundError an OSError
         raise CliError(str(e)) from None
