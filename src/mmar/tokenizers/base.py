@@ -136,7 +136,7 @@ class ImageTokenizer(nn.Module, abc.ABC):
         for key in sorted(state):
             t = state[key].detach().cpu().contiguous()
             h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer, not a copy
         return h.hexdigest()
 
     def extra_repr(self) -> str:
