@@ -45,7 +45,6 @@ def _make(kind, tiny_vae_dir):
     if kind == "pixels":
         return build_image_tokenizer(ImageTokenizerConfig(image_size=8, image_channels=1))
     if kind == "kl16":
-        torch.manual_seed(0)  # nn.Module init uses the global RNG
         return KL16Tokenizer(image_size=32, _width=32).eval()
     return build_image_tokenizer(
         ImageTokenizerConfig(

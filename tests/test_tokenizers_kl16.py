@@ -9,7 +9,6 @@ from mmar.tokenizers import KL16_SCALE, ImageTokenizerConfig, KL16Tokenizer, bui
 @pytest.fixture(scope="module")
 def real_ckpt(tmp_path_factory):
     """Random weights of the released architecture (ch 128), saved as MAR saves kl16.ckpt."""
-    torch.manual_seed(0)  # nn.Module init uses the global RNG
     model = KL16Tokenizer(image_size=32)
     path = tmp_path_factory.mktemp("kl16") / "kl16.ckpt"
     torch.save({"model": model.state_dict()}, path)
