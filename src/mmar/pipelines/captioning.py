@@ -65,7 +65,10 @@ class CaptionPipeline:
         batch = self.processor.pack([""] * B, ["img"] * B).to(dev)  # [bos][boi] img [eoi]
         tokens = self.processor.encode_images(x)  # (B, N, D)
         h, cache = model.backbone_hidden(
-            model.embed(batch, tokens), batch.attention_mask, batch.position_ids, use_cache=True
+            model.embed(batch, tokens),
+            model.attention_mask(batch),
+            batch.position_ids,
+            use_cache=True,
         )
         logits = model.logits(h[:, -1]).float()  # (B, V)
         gens = generators(seeds, dev) if s.text_temperature > 0 else []
@@ -87,7 +90,7 @@ class CaptionPipeline:
             kv = L + step + 1  # keys incl. nxt
             h, cache = model.backbone_hidden(
                 model.backbone.get_input_embeddings()(nxt[:, None]),
-                torch.ones(B, 1, 1, kv, dtype=torch.bool, device=dev),
+                model.decoding_mask(B, kv),
                 torch.full((B, 1), L + step, device=dev),
                 cache=cache,
                 use_cache=True,

@@ -115,11 +115,14 @@ class TextToImagePipeline:
         batch = self.processor.pack(texts, ["gen"] * len(texts), padding_side="left").to(dev)
         P = batch.input_ids.shape[1] - N                                   # prefix length
         text_emb = model.embed(batch)                                      # (B2, L, W), B2: B | 2B
-        mask, pos = batch.attention_mask, batch.position_ids               # (B2, 1, L, L), (B2, L)
+        pos = batch.position_ids                                           # (B2, L)
         cache = None
-        if use_cache:
-            _, cache = model.backbone_hidden(text_emb[:, :P], mask[:, :, :P, :P], pos[:, :P],
-                                             use_cache=True)
+        if use_cache:  # masks (B2, 1, P, P) for the prefix, (B2, 1, N, L) for the image block
+            _, cache = model.backbone_hidden(text_emb[:, :P], model.attention_mask(batch, 0, P),
+                                             pos[:, :P], use_cache=True)
+            mask = model.attention_mask(batch, P)
+        else:
+            mask = model.attention_mask(batch)                             # (B2, 1, L, L)
 
         orders = torch.cat([random_orders(1, N, g, dev) for g in gens])    # (B, N)
         tokens = torch.zeros(B, N, D, device=dev)
@@ -129,7 +132,7 @@ class TextToImagePipeline:
             img = model.vit(model.with_mask_token(tokens, masked))         # (B, N, W)
             img = torch.cat([img, img]) if guided else img                 # (B2, N, W)
             if use_cache:
-                h, cache = model.backbone_hidden(img.to(text_emb.dtype), mask[:, :, P:], pos[:, P:],
+                h, cache = model.backbone_hidden(img.to(text_emb.dtype), mask, pos[:, P:],
                                                  cache=cache, use_cache=True)
                 cache.crop(-N)                                             # back to the prefix
             else:

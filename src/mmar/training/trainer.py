@@ -45,6 +45,7 @@ from mmar.compute_dtype import PrecisionChoice, resolve_precision
 from mmar.config import ConfigError, DataError
 from mmar.data.latents import LatentDataset
 from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
+from mmar.model.flex_attention import NO_FLEX_BACKWARD, flex_training_error
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
 from mmar.pipelines.mmar import MMAR
@@ -101,8 +102,9 @@ RESUMABLE_CHANGES = {
     "device",
 }
 # sections a resumed run may change: checkpoints hold full tensors keyed by name (any world
-# size); the recommended sampling settings saved with the model do not affect training
-RESUMABLE_SECTIONS = {"parallel", "model.sampling"}
+# size); the recommended sampling settings saved with the model do not affect training, and
+# the two attention paths compute the same function
+RESUMABLE_SECTIONS = {"parallel", "model.sampling", "model.backbone.attention"}
 # rank r draws masks / noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)
 RANK_SEED_STRIDE = 1_000_003
 
@@ -150,6 +152,10 @@ class Trainer:
         tc = run_cfg.train
         # under torchrun: join the process group; the device becomes cuda:LOCAL_RANK on GPU
         self.dist, self.device = init_distributed(run_cfg.parallel, resolve_device(tc.device))
+        if run_cfg.model.backbone.attention == "flex" and self.device.type in NO_FLEX_BACKWARD:
+            raise ConfigError(
+                flex_training_error(self.device, "RunConfig.model.backbone.attention")
+            )
         self.resume_from = self._check_out_dir(resume)
         init_from = None if self.resume_from else tc.init_from
         if init_from is not None and not (Path(init_from) / WEIGHTS_FILE).is_file():
