@@ -146,6 +146,29 @@ def test_forward_losses_and_hidden_states_match(pair):
     torch.testing.assert_close(ha, hb, rtol=1e-5, atol=1e-5)  # padding rows: self only, too
 
 
+def test_autocast_gives_flex_one_dtype(pair, monkeypatch):
+    """Qwen2's rotary embedding returns fp32 q, k beside a bf16 v under autocast; SDPA is an
+    autocast op, flex is not: mmar casts them, else a GPU would run flex's fp32 kernels."""
+    import transformers.integrations.flex_attention as hf_flex
+
+    dense, flex = pair
+    seen = set()
+    kernel = hf_flex.flex_attention_forward
+
+    def spy(module, q, k, v, mask, **kw):
+        seen.add((q.dtype, k.dtype, v.dtype))
+        return kernel(module, q, k, v, mask, **kw)
+
+    monkeypatch.setattr(hf_flex, "flex_attention_forward", spy)
+    inputs = dense.processor(["a red circle", "digit one"], ["t2i", "i2t"], images=random_images(2))
+    tokens = dense.processor.encode_images(inputs.images)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = dense.model.hidden_states(inputs.batch, tokens)
+        b = flex.model.hidden_states(inputs.batch, tokens)
+    assert seen == {(torch.bfloat16,) * 3}
+    torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)  # bf16: two kernels, one rounding
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_text_to_image_tokens_match(pair, use_cache):
     dense, flex = pair

@@ -116,9 +116,18 @@ def _flex_attention_forward(
     attention_mask: Any,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """transformers' flex attention (query (B, H, Lq, d) -> (B, Lq, H, d)), eager on a CPU."""
+    """transformers' flex attention (query (B, H, Lq, d) -> (B, Lq, H, d)), eager on a CPU.
+
+    Under autocast, q, k, v are cast to the autocast dtype first, as autocast does for SDPA:
+    flex_attention is not an autocast op, and Qwen2's rotary embedding returns fp32 q and k
+    beside a bf16 v, which would run the fp32 kernels (many times slower on a GPU).
+    """
     from transformers.integrations.flex_attention import flex_attention_forward
 
+    device = query.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
     if (
         query.device.type in NO_FLEX_BACKWARD
         and torch.is_grad_enabled()
