@@ -6,6 +6,8 @@ tensor unchanged ("already prepared, or custom"), and the sdpa integration passe
 "True = may attend"; a float mask would be additive and must match the query dtype, which under
 bf16 autocast is bf16, so the bool form is the one that works in fp32 and under autocast alike.
 The backbone is therefore built with ``attn_implementation="sdpa"`` (eager would add the bool).
+This is ``BackboneConfig.attention: dense``; ``flex`` expresses the same rule as a FlexAttention
+BlockMask (flex_attention.py) and never builds this tensor for the backbone.
 
 A row with no allowed key gives NaN in SDPA, so padding rows attend to themselves; their outputs
 are never used.
