@@ -3,7 +3,11 @@
 Every component of mmar has its own ``@dataclass`` config that subclasses :class:`Config`.
 A config is built from a dict (or a YAML file), refused with a message naming the field when a
 key is unknown or a value has the wrong type, validated (``validate``) before any work starts,
-and saved as JSON inside every checkpoint.
+and saved as JSON inside every checkpoint (with the version of mmar that wrote it: a file from a
+newer mmar that this one cannot read says so).
+
+Files are read by :func:`read_yaml` / :func:`read_json`, whose errors name the file and the line:
+a syntax error, text that is not UTF-8 and a missing file are ``ConfigError`` like a bad field.
 
 Written by hand rather than with pydantic/omegaconf: it is ~150 lines, keeps the dependency
 list short, and gives errors in the form we want ("which field, what was expected, an example").
@@ -21,12 +25,83 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mmar import __version__
+
 C = TypeVar("C", bound="Config")
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+# the key of a saved config's JSON that records the mmar version which wrote it
+VERSION_KEY = "mmar_version"
 
 
 class ConfigError(ValueError):
-    """A config key is unknown, a value has the wrong type, or a value is out of range."""
+    """A config key is unknown, a value has the wrong type, or a value is out of range; or a
+    config file is missing or not valid YAML / JSON."""
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); is it the right file? Save it "
+            "as UTF-8"
+        ) from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what, in one line: "line 3, column 5: expected ',' or '}', but got ':'"."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        m = e.problem_mark
+        text = f"line {m.line + 1}, column {m.column + 1}: {e.problem}"
+        if e.context and e.context_mark is not None:
+            c = e.context_mark
+            text += f" ({e.context} at line {c.line + 1}, column {c.column + 1})"
+        return text
+    if isinstance(e, yaml.reader.ReaderError):
+        return f"character {e.position}: {e.reason}, e.g. a binary file"
+    return " ".join(str(e).split())
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of ``path`` (``safe_load``; an empty file is ``{}``); ConfigError naming
+    the file, the line and the column of a syntax error."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(
+            f"{path}: not valid YAML at {_yaml_problem(e)}; check the indentation and that every "
+            "bracket and quote is closed, e.g. backbone: {hidden_size: 32}"
+        ) from None
+    return {} if data is None else data
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed JSON of ``path``; ConfigError naming the file, the line and the column of a
+    syntax error (a truncated or hand-edited file)."""
+    path = Path(path)
+    text = _read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(
+            f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); a truncated "
+            "or hand-edited file? Copy it again or re-save it"
+        ) from None
+
+
+def _newer_than_this(version: Any) -> bool:
+    """Whether ``version`` (as a saved config records it) is a newer mmar than this one."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(str(version)) > Version(__version__)
+    except InvalidVersion:
+        return False
 
 
 class DataError(ValueError):
@@ -135,11 +210,7 @@ class Config:
 
     @classmethod
     def from_yaml(cls: type[C], path: str | Path) -> C:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
+        data = read_yaml(path)
         try:
             return cls.from_dict(data)
         except ConfigError as e:
@@ -147,8 +218,24 @@ class Config:
 
     @classmethod
     def from_json(cls: type[C], path: str | Path) -> C:
-        with open(path) as f:
-            return cls.from_dict(json.load(f))
+        """Read what :meth:`to_json` wrote. A file that a newer mmar wrote and this one cannot
+        read (a field added since, say) is refused saying so."""
+        data = read_json(path)
+        written = data.pop(VERSION_KEY, None) if isinstance(data, dict) else None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as e:
+            if _newer_than_this(written):
+                raise ConfigError(
+                    f"{path} was written by mmar {written}, this is mmar {__version__}: upgrade "
+                    f"mmar to {written} or newer to read it ({e})"
+                ) from None
+            raise ConfigError(f"{path}: {e}") from None
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the config as JSON, with the version of mmar that wrote it (``VERSION_KEY``)."""
+        data = {VERSION_KEY: __version__, **self.to_dict()}
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
     def to_dict(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:

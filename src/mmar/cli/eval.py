@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,11 +83,13 @@ def recorded_dataset(model_dir: Path) -> dict[str, Any] | None:
     Looked up in ``trainer_state/state.json`` ("run_config": a checkpoint of ``mmar train``), then
     in the run's ``config.yaml`` next to ``final/`` or two levels above ``checkpoints/step_*``.
     """
-    import yaml
+    from mmar.config import read_json, read_yaml  # errors name the file and the line
 
     state = model_dir / "trainer_state" / "state.json"
     if state.is_file():
-        data = json.loads(state.read_text()).get("run_config", {}).get("data")
+        run = read_json(state)
+        run = run.get("run_config") if isinstance(run, dict) else None
+        data = run.get("data") if isinstance(run, dict) else None
         if isinstance(data, dict):
             return data
     for run_yaml in (
@@ -97,7 +98,8 @@ def recorded_dataset(model_dir: Path) -> dict[str, Any] | None:
         model_dir.parent.parent / "config.yaml",
     ):
         if run_yaml.is_file():
-            data = (yaml.safe_load(run_yaml.read_text()) or {}).get("data")
+            run = read_yaml(run_yaml)
+            data = run.get("data") if isinstance(run, dict) else None
             if isinstance(data, dict):
                 return data
     return None

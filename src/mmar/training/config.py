@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from mmar.config import Config, ConfigError, check, check_at_least_one
+from mmar.config import Config, ConfigError, check, check_at_least_one, read_yaml
 from mmar.data.config import DataConfig
 from mmar.model.config import MMARConfig
 from mmar.training.parallel import ParallelConfig
@@ -224,7 +224,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"--set {item!r}: {p} is not a section")
             node = child
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML; quote a string, close brackets, "
+                "e.g. --set model.mask.ratio_min=0.5 or train.init_from='runs/a b/final'"
+            ) from None
         if isinstance(value, str) and _SCIENTIFIC.match(value):
             value = float(value)  # YAML 1.1 reads "2e-3" (no dot) as a string
         node[leaf] = value
@@ -236,9 +242,13 @@ def load_run_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfi
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; e.g. --config configs/tiny.yaml")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path)  # a syntax error names the file and the line
     try:
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"expected a mapping with sections model, data, optim, train, got "
+                f"{type(data).__name__} {data!r:.60}"
+            )
         return RunConfig.from_dict(apply_overrides(data, list(overrides)))
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
