@@ -23,10 +23,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from mmar.config import Config, check
-from mmar.torch_utils import eval_mode
+from mmar.torch_utils import eval_mode, write_safetensors
 
 # Bump when the network or its training changes, so stale cache files are not reused.
 JUDGE_VERSION = 1
@@ -222,7 +222,7 @@ def save_judge(judge: Judge, path: str | Path) -> None:
         "heldout_accuracy": repr(judge.heldout_accuracy),
     }
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(tmp), metadata=meta)
+    write_safetensors({k: v.contiguous() for k, v in judge.state_dict().items()}, tmp, meta)
     os.replace(tmp, path)
 
 

@@ -151,7 +151,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         tc = run_cfg.train
         # under torchrun: join the process group; the device becomes cuda:LOCAL_RANK on GPU
-        self.dist, self.device = init_distributed(run_cfg.parallel, resolve_device(tc.device))
+        self.dist, self.device = init_distributed(
+            run_cfg.parallel, resolve_device(tc.device, "train.device")
+        )
         if run_cfg.model.backbone.attention == "flex" and self.device.type in NO_FLEX_BACKWARD:
             raise ConfigError(
                 flex_training_error(self.device, "RunConfig.model.backbone.attention")
