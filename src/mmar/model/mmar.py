@@ -17,13 +17,11 @@ persistence of the weights.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn.attention.flex_attention import BlockMask
 
@@ -33,7 +31,16 @@ from mmar.diffusion.schedule import NoiseSchedule
 from mmar.model.backbone import build_backbone
 from mmar.model.config import MMARConfig
 from mmar.model.embedding_vit import EmbeddingViT
-from mmar.model.files import BACKBONE_DIR, CONFIG_FILE, EMA_PREFIX, WEIGHTS_FILE
+from mmar.model.files import (
+    BACKBONE_DIR,
+    CONFIG_FILE,
+    EMA_PREFIX,
+    REQUIRED,
+    TOKENIZER_DIR,
+    WEIGHTS_FILE,
+    missing_files,
+    read_config,
+)
 from mmar.model.flex_attention import build_block_mask, full_block_mask
 from mmar.model.masking import (
     mask_from_orders,
@@ -43,7 +50,7 @@ from mmar.model.masking import (
 )
 from mmar.model.sequence import PackedBatch
 from mmar.tokenizers.special import SpecialTokenIds
-from mmar.torch_utils import read_safetensors
+from mmar.torch_utils import read_safetensors, write_safetensors
 
 
 class MMARModel(nn.Module):
@@ -268,25 +275,28 @@ class MMARModel(nn.Module):
         directory: str | Path,
         ema_state_dict: dict | None = None,
         state_dict: dict | None = None,
+        config: MMARConfig | None = None,
     ) -> None:
         """Write config.json, model.safetensors (EMA under "ema.") and backbone/ (the processor
         writes tokenizer/ beside them: ``MMARProcessor.save_pretrained``).
 
         state_dict: the weights to write instead of ``self.state_dict()`` (same names; e.g. the
-        full tensors gathered from FSDP shards). safetensors refuses tensors sharing memory, so
+        full tensors gathered from FSDP shards). config: the config to record instead of
+        ``self.config`` (``MMAR.save_pretrained``: the one naming the checkpoint's own tokenizer,
+        ``mmar.model.files.self_contained``). safetensors refuses tensors sharing memory, so
         tied weights (e.g. lm_head = embedding) are stored once under their first name and
         re-tied by loading into the shared tensor.
         """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        (d / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=2))
+        (self.config if config is None else config).to_json(d / CONFIG_FILE)  # + mmar version
         tensors = self._unique(self.state_dict() if state_dict is None else state_dict)
         if ema_state_dict is not None:
             # cloned: an EMA dict may share memory with the live weights, which safetensors refuses
             tensors.update(
                 {EMA_PREFIX + k: v.clone() for k, v in self._unique(ema_state_dict).items()}
             )
-        save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": "pt"})
+        write_safetensors(tensors, d / WEIGHTS_FILE, metadata={"format": "pt"})
         self.backbone.get_decoder().config.save_pretrained(str(d / BACKBONE_DIR))
 
     def _load_weights(self, state: dict[str, torch.Tensor], file: Path, partial: bool) -> None:
@@ -318,15 +328,15 @@ class MMARModel(nn.Module):
         from transformers import AutoConfig
 
         d = Path(directory)
-        for f in (d / CONFIG_FILE, d / WEIGHTS_FILE, d / BACKBONE_DIR):
-            if not f.exists():
-                raise FileNotFoundError(
-                    f"MMARModel.from_pretrained: {f} not found; expected a "
-                    "directory written by save_pretrained (config.json, "
-                    "model.safetensors, backbone/, tokenizer/), e.g. "
-                    "runs/quickstart"
-                )
-        config = MMARConfig.from_json(d / CONFIG_FILE)
+        # tokenizer/ is the processor's to read
+        missing = [f for f in missing_files(d) if f != TOKENIZER_DIR + "/"]
+        if missing:
+            raise FileNotFoundError(
+                f"MMARModel.from_pretrained: {d}: missing {', '.join(missing)}; expected a "
+                f"directory written by save_pretrained ({', '.join(REQUIRED)}), e.g. "
+                "runs/quickstart"
+            )
+        config = read_config(d)
         backbone_config = AutoConfig.from_pretrained(str(d / BACKBONE_DIR))
         model = cls(config, backbone_config.vocab_size, special, backbone_config=backbone_config)
         model.load_weights(d, use_ema=use_ema)

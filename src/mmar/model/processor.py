@@ -25,16 +25,15 @@ from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.model.config import MMARConfig
-from mmar.model.files import CONFIG_FILE, IMAGE_TOKENIZER_FILE, TOKENIZER_DIR
+from mmar.model.files import CONFIG_FILE, IMAGE_TOKENIZER_FILE, TOKENIZER_DIR, read_config
 from mmar.model.sequence import LAYOUTS, PackedBatch, pack_sequences
 from mmar.tokenizers import build_image_tokenizer, build_text_tokenizer, patchify, unpatchify
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.special import SpecialTokenIds
-from mmar.torch_utils import read_safetensors
+from mmar.torch_utils import read_safetensors, write_safetensors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -120,7 +119,7 @@ class MMARProcessor:
                     "checkpoint directory (config.json, tokenizer/, ...), e.g. "
                     "runs/quickstart"
                 )
-        config = config if config is not None else MMARConfig.from_json(d / CONFIG_FILE)
+        config = config if config is not None else read_config(d)
         weights = d / IMAGE_TOKENIZER_FILE
         tok_cfg = config.image_tokenizer
         if weights.is_file() and tok_cfg.kind == "kl16":
@@ -138,7 +137,15 @@ class MMARProcessor:
                     f"{weights} does not fit the image tokenizer of {d / CONFIG_FILE}"
                     f" ({tok_cfg.kind}): {e}"
                 ) from None
-        return cls(build_pretrained_tokenizer(d / TOKENIZER_DIR), image_tokenizer, config)
+        try:
+            text_tokenizer = build_pretrained_tokenizer(d / TOKENIZER_DIR)
+        except Exception as e:  # a damaged file: transformers' message names none, over 5 lines
+            first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "")
+            raise OSError(
+                f"{d / TOKENIZER_DIR}: cannot load the text tokenizer ({type(e).__name__}: "
+                f"{first}); a truncated or missing tokenizer.json? Copy the checkpoint again"
+            ) from e
+        return cls(text_tokenizer, image_tokenizer, config)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write tokenizer/ and (if it has any tensors) image_tokenizer.safetensors."""
@@ -149,7 +156,7 @@ class MMARProcessor:
             k: v.detach().contiguous().cpu() for k, v in self.image_tokenizer.state_dict().items()
         }
         if state:
-            save_file(state, str(d / IMAGE_TOKENIZER_FILE), metadata={"format": "pt"})
+            write_safetensors(state, d / IMAGE_TOKENIZER_FILE, metadata={"format": "pt"})
 
     def to(self, device: torch.device | str) -> MMARProcessor:
         """Move the image tokenizer (the only part with tensors) to ``device``."""

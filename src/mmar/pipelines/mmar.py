@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from mmar.model.config import MMARConfig, SamplingConfig
+from mmar.model.files import REQUIRED, missing_files, self_contained
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import ImagesLike, MMARProcessor
 from mmar.pipelines.base import Seed, sampling_config
@@ -42,7 +43,15 @@ class MMAR:
         cls, directory: str | Path, device: torch.device | str | None = None, use_ema: bool = True
     ) -> MMAR:
         """Load a checkpoint directory (``save_pretrained``'s, a run's ``final/``, or a
-        ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``."""
+        ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``.
+        FileNotFoundError listing every file the directory lacks; errors reading a file name it."""
+        missing = missing_files(directory)
+        if missing:
+            raise FileNotFoundError(
+                f"{directory}: missing {', '.join(missing)}; a checkpoint holds "
+                f"{', '.join(REQUIRED)} (save_pretrained's directory, a run's final/ or "
+                "checkpoints/step_*), e.g. runs/quickstart"
+            )
         processor = MMARProcessor.from_pretrained(directory)
         model = MMARModel.from_pretrained(directory, processor.special, use_ema=use_ema)
         out = cls(model, processor)
@@ -61,8 +70,15 @@ class MMAR:
         state_dict: dict[str, torch.Tensor] | None = None,
     ) -> None:
         """Write config.json, model.safetensors (+ EMA), backbone/ and the processor's tokenizer/
-        (and image_tokenizer.safetensors); see ``MMARModel.save_pretrained``."""
-        self.model.save_pretrained(directory, ema_state_dict=ema_state_dict, state_dict=state_dict)
+        (and image_tokenizer.safetensors); see ``MMARModel.save_pretrained``. The directory is
+        self-contained: config.json names its own tokenizer/, not the one this model was read
+        from (``mmar.model.files.self_contained``)."""
+        self.model.save_pretrained(
+            directory,
+            ema_state_dict=ema_state_dict,
+            state_dict=state_dict,
+            config=self_contained(self.config),
+        )
         self.processor.save_pretrained(directory)
 
     def to(self, device: torch.device | str) -> MMAR:
