@@ -74,7 +74,7 @@ def test_missing_model_dir_exit_2(tmp_path, capsys):
     rc = main(
         ["generate", "--model", str(tmp_path / "nope"), "--prompt", "a", "--out", str(tmp_path)]
     )
-    assert rc == 2 and "not a checkpoint directory" in capsys.readouterr().err
+    assert rc == 2 and f"--model {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     rc = main(["caption", "--model", str(tmp_path / "nope"), "x.png"])
     assert rc == 2
 

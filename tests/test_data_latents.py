@@ -155,4 +155,4 @@ def test_cli_model_dir_that_is_not_a_checkpoint(tmp_path, capsys):
     rc = main(
         ["cache-latents", "--data", "mnist", "--model", str(tmp_path), "--out", str(tmp_path / "o")]
     )
-    assert rc == 2 and "tokenizer not found" in capsys.readouterr().err
+    assert rc == 2 and "missing model.safetensors, backbone/, tokenizer/" in capsys.readouterr().err

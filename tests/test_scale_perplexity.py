@@ -83,7 +83,7 @@ def test_cli_json_on_a_saved_model(tmp_path, capsys):
 
 def test_cli_bad_arguments_raise(tmp_path, capsys):
     assert main(["perplexity", "--model", str(tmp_path / "missing")]) == 2
-    assert "not a checkpoint directory" in capsys.readouterr().err
+    assert "missing does not exist" in capsys.readouterr().err
     assert main(["perplexity", "--backbone-gguf", "--gguf-dir", str(tmp_path)]) == 2
     assert "--gguf-file" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --model and --backbone-gguf are exclusive

@@ -205,7 +205,7 @@ def test_resume_without_a_readable_checkpoint_names_the_files(tmp_path, capsys):
     # `mmar train` reports it as it reports a missing checkpoint (a FileNotFoundError)
     rc = main(["train", "--config", "tiny", "--out", str(tmp_path), "--resume"])
     assert (
-        rc == 1
+        rc == 2
         and f"mmar train: --resume: no readable checkpoint under {tmp_path}"
         in capsys.readouterr().err
     )

@@ -4,9 +4,14 @@ Each sub-command lives in its own module of this package and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to the function that runs it.
 Modules import torch and the model lazily inside ``func`` so that ``mmar --help`` is instant.
 Options several commands share (--model, --device, --no-ema, the sampling flags, --json) are
-defined once in :mod:`mmar.cli.options`. A user error (``CliError``, a ``ConfigError`` naming
-a config field, a ``DataError`` naming a data file) prints "mmar COMMAND: message" and exits
-with status 2.
+defined once in :mod:`mmar.cli.options`.
+
+Errors: an expected error -- ``CliError`` (a bad argument), ``ConfigError`` (a config field, a
+config file that is not valid YAML / JSON, a device this machine lacks), ``DataError`` (a data
+file and line, data unusable as a whole) or ``OSError`` (a file
+missing, unreadable or damaged, named in the message) -- prints one line "mmar COMMAND: message"
+and exits with status 2. Anything else is a bug and keeps its traceback; ``mmar --debug`` shows
+the traceback of expected errors too.
 """
 
 from __future__ import annotations
@@ -29,12 +34,18 @@ COMMANDS = [
 ]
 
 
+DEBUG_HELP = "show the full traceback of an error instead of its one-line message"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmar",
         description="MMAR: one LLM that generates images (masked AR + v-prediction diffusion head) "
         "and understands them. Run `mmar COMMAND --help` for each command.",
+        epilog="A bad argument, config or file ends with one line 'mmar COMMAND: message' and "
+        "exit status 2; --debug shows its traceback.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
@@ -44,23 +55,51 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         mod.register(sub)
+    for command in sub.choices.values():  # also accepted after the command: mmar train ... --debug
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def error_message(e: BaseException) -> str | None:
+    """The one-line message of an expected error, or None for a bug (which keeps its traceback).
+
+    OSError: the file and the reason ("runs/x: Permission denied"), or the message of errors
+    raised with one (mmar's own name their file). Messages spanning lines (some of transformers')
+    are joined into one.
+    """
     from mmar.cli.options import CliError
     from mmar.config import ConfigError, DataError
 
+    if isinstance(e, (CliError, ConfigError, DataError)):
+        msg = str(e)
+    elif isinstance(e, OSError):
+        if e.filename is not None and e.strerror:
+            msg = f"{e.filename}: {e.strerror}"
+            if e.filename2 is not None:
+                msg += f" (-> {e.filename2})"
+        else:
+            msg = str(e)
+    else:
+        return None
+    return " ".join(msg.split())
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
-    except (CliError, ConfigError, DataError) as e:
-        print(f"mmar {args.command}: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        msg = error_message(e)
+        if msg is None or args.debug:
+            raise
+        print(f"mmar {args.command}: {msg}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

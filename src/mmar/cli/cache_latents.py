@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmar.cli.options import CliError, add_device_option, add_model_options
+from mmar.cli.options import CliError, add_device_option, add_model_options, check_out_dir
 from mmar.data.config import DataConfig
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.config import ImageTokenizerConfig
@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from mmar.data.latents import write_latent_cache
     from mmar.torch_utils import resolve_device
 
+    check_out_dir(args.out)
+    device = resolve_device(args.device)
     try:
         tok_cfg, tokenizer = _image_tokenizer(args)
         data_cfg = _data_config(args, tok_cfg)
@@ -115,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
         datasets = {s: build_dataset(data_cfg, s) for s in splits}
     except (ValueError, OSError) as e:  # ConfigError is a ValueError; FileNotFoundError an OSError
         raise CliError(str(e)) from None
-    device = resolve_device(args.device)
     generator = torch.Generator(device).manual_seed(args.seed)
     for split, ds in datasets.items():
         try:

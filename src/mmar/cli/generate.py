@@ -9,6 +9,7 @@ from mmar.cli.options import (
     CliError,
     add_model_options,
     add_sampling_options,
+    check_out_dir,
     load_model,
     sampling_from_args,
 )
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise CliError(f"--n must be >= 1, got {args.n}")
+    check_out_dir(args.out)  # before the model is loaded
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
     prompts = [p for p in args.prompt for _ in range(args.n)]

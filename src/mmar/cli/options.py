@@ -151,11 +151,40 @@ def write_json(obj: Any, path: str | None) -> None:
 
 
 def check_model_dir(path: str) -> Path:
+    """--model's directory, refused (CliError) unless it holds a checkpoint's files: saying which
+    are missing, and pointing at OUT/final when given a training run's OUT."""
+    from mmar.model.files import REQUIRED, missing_files
+
     d = Path(path)
-    if not (d / "config.json").is_file():
+    kinds = (
+        "a checkpoint directory: mmar train's OUT/final or OUT/checkpoints/step_*, "
+        "save_pretrained's directory or mmar quickstart's OUT, e.g. --model runs/quickstart"
+    )
+    if not d.exists():
+        raise CliError(f"--model {path} does not exist; give {kinds}")
+    if not d.is_dir():
+        raise CliError(f"--model {path} is a file; give {kinds}")
+    missing = missing_files(d)
+    if not missing:
+        return d
+    if not missing_files(d / "final"):
         raise CliError(
-            f"--model {path} is not a checkpoint directory (no config.json); e.g. "
-            "--model runs/quickstart"
+            f"--model {path} is a training run's directory; its model is --model {d / 'final'}"
+        )
+    raise CliError(
+        f"--model {path} is not a checkpoint directory: missing {', '.join(missing)} (a "
+        f"checkpoint holds {', '.join(REQUIRED)}); give {kinds}"
+    )
+
+
+def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """An output directory (CliError if ``path`` is an existing file), checked before any work:
+    it is created only when the command writes to it."""
+    d = Path(path)
+    if d.exists() and not d.is_dir():
+        raise CliError(
+            f"{flag} {path} is a file, not a directory; give a directory to write into, e.g. "
+            f"{flag} {d.with_suffix('')}_out"
         )
     return d
 
@@ -166,8 +195,8 @@ def load_model(args: argparse.Namespace) -> MMAR:
     from mmar.torch_utils import resolve_device
 
     d = check_model_dir(args.model)
+    device = resolve_device(args.device)  # before reading the checkpoint
     try:
-        device = resolve_device(args.device)
         return MMAR.from_pretrained(d, device=device, use_ema=not args.no_ema)
-    except (FileNotFoundError, OSError, ValueError, RuntimeError) as e:
-        raise CliError(f"cannot load --model {args.model}: {e}") from None
+    except (OSError, ValueError, RuntimeError) as e:  # ConfigError: a ValueError; names the file
+        raise CliError(f"cannot load --model {args.model}: {e}") from e

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmar.cli.options import CliError, add_device_option, add_set_option
+from mmar.cli.options import CliError, add_device_option, add_set_option, check_out_dir
 
 if TYPE_CHECKING:
     from mmar.pipelines.mmar import MMAR
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from mmar.training.config import load_preset
     from mmar.training.trainer import Trainer
 
-    out = Path(args.out)
+    out = check_out_dir(args.out)
     if args.n_per_class < 1:
         raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
     if out.exists():

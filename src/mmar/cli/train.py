@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmar.cli.options import add_set_option
+from mmar.cli.options import add_set_option, check_out_dir
 
 DESCRIPTION = """\
 Train an MMAR model from a run config {model, data, optim, train} (see configs/*.yaml and
@@ -14,6 +14,7 @@ OUT/metrics.jsonl, OUT/loss.png, OUT/checkpoints/step_XXXXXXX/ (atomic, the last
 train.keep_last kept) and OUT/final/ (EMA + raw weights; load it with MMAR.from_pretrained).
 Unreadable items are skipped, named once and listed in OUT/skipped.jsonl; the run stops when
 no item can be read, or more than data.max_unreadable_share (default 0.1) of them cannot.
+Exit status: 0 done, 1 the run diverged (NaN/inf losses in a row), 2 a bad config, device or file.
 
 examples:
   mmar train --config configs/mnist_stage1.yaml --out runs/mnist_stage1
@@ -57,28 +58,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mmar.config import ConfigError
     from mmar.training.config import PRESETS_DIR, load_run_config
 
     path = Path(args.config)
     if not path.is_file() and (PRESETS_DIR / f"{args.config}.yaml").is_file():
         path = PRESETS_DIR / f"{args.config}.yaml"
+    out = check_out_dir(args.out if args.out else Path("runs") / path.stem)
     overrides = list(args.overrides)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
-    try:
-        cfg = load_run_config(path, overrides)
-    except ConfigError as e:
-        print(f"mmar train: invalid config: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path("runs") / path.stem
+    cfg = load_run_config(path, overrides)  # a ConfigError names the file and the field
 
     from mmar.training.trainer import Trainer, TrainingDiverged
 
     try:
+        # a bad config, device or file (out dir, checkpoint, init_from): main's one line, status 2
         summary = Trainer(cfg, out, resume=args.resume).fit()
-    # OSError: a missing or unreadable file (out dir, checkpoint, init_from), named in the message
-    except (ConfigError, OSError, TrainingDiverged) as e:
+    except TrainingDiverged as e:  # the run failed, not its input: status 1
         print(f"mmar train: {e}", file=sys.stderr)
         return 1
     print(f"done: step {summary['step']} ({summary['stopped']}), final model in {summary['final']}")

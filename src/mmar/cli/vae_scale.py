@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmar.cli.options import add_device_option, add_json_option, human_output, write_json
+from mmar.cli.options import (
+    CliError,
+    add_device_option,
+    add_json_option,
+    human_output,
+    write_json,
+)
 from mmar.data.folder import load_image
 
 if TYPE_CHECKING:
@@ -75,7 +81,7 @@ def _folder_images(
 
     files = sorted(f for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SystemExit(f"vae-scale: no image files ({sorted(IMAGE_SUFFIXES)}) under {folder}")
+        raise CliError(f"no image files ({sorted(IMAGE_SUFFIXES)}) under --data {folder}")
     pick = torch.randperm(len(files), generator=generator)[:num].sort().values
     return [load_image(files[i], channels=3, size=size) for i in pick.tolist()]
 
@@ -88,8 +94,8 @@ def _builtin_images(
     try:  # the data package is optional here: folders work without it
         from mmar.data import DataConfig, build_dataset
     except ImportError as e:
-        raise SystemExit(
-            f"vae-scale: --data {name!r} is not a folder, and built-in datasets are unavailable "
+        raise CliError(
+            f"--data {name!r} is not a folder, and built-in datasets are unavailable "
             f"({e}); give a folder of images"
         ) from None
     # the data pipeline resizes and converts grey to RGB, as the VAE needs
