@@ -4,13 +4,20 @@ with ``mmar --debug``. Saved weights follow the umask; a re-saved model is self-
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import os
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 import mmar
 from helpers_model import CORPUS, one_thread, tiny_model  # noqa: F401 (fixture)
@@ -18,13 +25,14 @@ from mmar.cli import main
 from mmar.cli.options import CliError
 from mmar.config import ConfigError
 from mmar.data.config import DataConfig
-from mmar.model.config import tiny_config
+from mmar.model.config import MMARConfig, tiny_config
 from mmar.model.processor import MMARProcessor
 from mmar.pipelines.mmar import MMAR
 from mmar.tokenizers import KL16Tokenizer
 from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig
 from mmar.torch_utils import resolve_device
-from mmar.training.config import load_run_config
+from mmar.training.config import RunConfig, load_run_config
+from mmar.training.trainer import Trainer
 
 TINY_YAML = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 
@@ -353,3 +361,243 @@ def test_resaved_model_is_self_contained(tmp_path):
     assert rebuilt.processor.tokenizer.get_vocab() == copy.processor.tokenizer.get_vocab()
     prompts = ["digit seven", "a red circle"]
     assert rebuilt.processor.encode_texts(prompts) == copy.processor.encode_texts(prompts)
+
+
+# What the fuzz below found valid that fails at the first step or trains on nonsense.
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("optim.lr=.inf", r"RunConfig.optim.lr: expected a finite number, got inf"),
+        ("model.mask.mode=.nan", r"RunConfig.model.mask.mode: expected a finite number, got nan"),
+        ("train.kinds.t2i=.inf", r"RunConfig.train.kinds.t2i: expected a finite number"),
+        ("data.seed=-1", r"DataConfig.seed: must be in \[0, 2\*\*32\), got -1"),
+        ("train.seed=18446744073709551616", r"TrainConfig.seed: must be in \[0, 2\*\*32\)"),
+        ("model.backbone.rope_theta=0", r"BackboneConfig.rope_theta: must be > 0"),
+    ],
+)
+def test_config_that_would_fail_or_train_on_nonsense_raises(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_run_config(TINY_YAML, [override])
+
+
+# --- fuzz: random configs are refused naming the field, or valid (and then train) ----------------
+# The tiny run config as a dict, every field spelled out: the paths the mutations pick from.
+TINY = load_run_config(TINY_YAML).to_dict()
+
+
+def _paths(node: dict, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every key path of a nested dict, sections as well as leaves."""
+    out = []
+    for k, v in node.items():
+        out.append((*prefix, k))
+        if isinstance(v, dict):
+            out += _paths(v, (*prefix, k))
+    return out
+
+
+def _get(node: dict, path: tuple[str, ...]):
+    for k in path:
+        node = node[k]
+    return node
+
+
+PATHS = _paths(TINY)
+SECTIONS = [(), *(p for p in PATHS if isinstance(_get(TINY, p), dict))]
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.sampled_from([0, -1, 1, 2, 10**9]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["auto", "cpu", "fp32", "ddim", "words", "pixels", "1e-3", ""]),
+    st.lists(st.integers(-3, 3), max_size=3),
+    st.dictionaries(st.text(min_size=1, max_size=5), st.integers(0, 3), max_size=2),
+)
+
+
+def same_type(value: Any) -> st.SearchStrategy:
+    """A value of ``value``'s type, in or out of range: what type checks let through to
+    ``validate``."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.one_of(st.integers(-5, 70), st.sampled_from([0, -1, 10**12, -(2**63)]))
+    if isinstance(value, float):
+        return st.one_of(
+            st.floats(-2.0, 2.0), st.sampled_from([0.0, -1e-9, 1e30, float("nan"), float("inf")])
+        )
+    if isinstance(value, list):
+        return st.lists(same_type(value[0]) if value else ANY_VALUE, max_size=len(value) + 1)
+    return ANY_VALUE
+
+
+@st.composite
+def mutated_configs(draw) -> tuple[Any, list[str]]:
+    """The tiny config with 1-4 mutations: a field set to a value of its own type (in or out
+    of range) or of any type (a whole section too), an unknown key at any depth, a field
+    deleted, a section nested one level too deep."""
+    data = copy.deepcopy(TINY)
+    done = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["typed", "typed", "set", "unknown", "delete", "nest"]))
+        if kind in ("typed", "set", "delete", "nest"):
+            path = draw(st.sampled_from(PATHS))
+            try:
+                parent = _get(data, path[:-1])
+            except (KeyError, TypeError):
+                continue  # an earlier mutation removed or replaced it
+            if not isinstance(parent, dict) or path[-1] not in parent:
+                continue
+            if kind == "typed":
+                parent[path[-1]] = draw(same_type(parent[path[-1]]))
+            elif kind == "set":
+                parent[path[-1]] = draw(ANY_VALUE)
+            elif kind == "delete":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = {path[-1]: parent[path[-1]]}
+        else:
+            section = draw(st.sampled_from(SECTIONS))
+            try:
+                parent = _get(data, section)
+            except (KeyError, TypeError):
+                continue
+            if isinstance(parent, dict):
+                parent[draw(st.sampled_from(["extra", "lr", "Model", "steps_", "x.y"]))] = 1
+        done.append(f"{kind} {'.'.join(path) if kind != 'unknown' else '.'.join(section)}")
+    if draw(st.sampled_from([False] * 19 + [True])):  # now and then, a root that is no mapping
+        data = draw(st.one_of(st.lists(st.integers(), max_size=2), st.integers(), st.text()))
+    return data, done
+
+
+def _names_a_field(msg: str) -> bool:
+    """ConfigError's forms: "Class.field: ...", "Class: unknown field(s) [...]", "--set ...",
+    and a root that is not a mapping."""
+    return bool(
+        re.search(r"\b[A-Z]\w*\.\w+", msg)
+        or "unknown field(s)" in msg
+        or "expected a mapping" in msg
+    )
+
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None)
+
+
+@settings(FUZZ, max_examples=100)
+@given(case=mutated_configs())
+def test_fuzz_random_config_is_refused_naming_the_field_or_valid(case, tmp_path_factory):
+    """100 configs through the YAML loader: a one-line ConfigError that names the file and the
+    field, or a valid config that survives to_dict -> from_dict unchanged. Never another error."""
+    data, _ = case
+    path = tmp_path_factory.getbasetemp() / "fuzz_config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    try:
+        cfg = load_run_config(path)
+    except ConfigError as e:
+        event("refused")
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith(f"{path}: ") and _names_a_field(msg), msg
+        return
+    event("valid")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@FUZZ
+@given(
+    text=st.one_of(
+        st.text(alphabet=st.sampled_from(list("{}[]:,-'\"#&*!|>\\ \t\nabc19.")), max_size=60),
+        st.binary(max_size=40).map(lambda b: b.decode("latin-1")),
+    )
+)
+def test_fuzz_random_yaml_text_is_refused_naming_the_file_or_valid(text, tmp_path_factory):
+    """150 random texts as a run config file (YAML syntax, binary, any structure): a one-line
+    ConfigError naming the file (and, for a syntax error, the line) or a valid config."""
+    path = tmp_path_factory.getbasetemp() / "fuzz_text.yaml"
+    path.write_text(text, encoding="latin-1")
+    try:
+        load_run_config(path, ["train.steps=2"])
+        event("valid")
+    except ConfigError as e:
+        event("refused: YAML syntax" if "not valid YAML" in str(e) else "refused: content")
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith(f"{path}: "), msg
+        if "not valid YAML" in msg:
+            assert re.search(r"at (line \d+, column \d+|character \d+)", msg), msg
+
+
+@FUZZ
+@given(case=mutated_configs())
+def test_fuzz_random_checkpoint_config_json_is_refused_naming_the_file(case, tmp_path_factory):
+    """150 damaged config.json (the model section of the same mutations): MMARConfig.from_json
+    raises one line naming config.json and the field, or reads a valid config."""
+    data, _ = case
+    model = data.get("model", data) if isinstance(data, dict) else data
+    path = tmp_path_factory.getbasetemp() / "fuzz_ckpt_config.json"
+    path.write_text(json.dumps(model))
+    try:
+        MMARConfig.from_json(path)
+        event("valid")
+    except ConfigError as e:
+        event("refused")
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith(f"{path}: ") and _names_a_field(msg), msg
+
+
+# Fields a 1-step run of the tiny config can afford to vary, with values in and out of range.
+CHEAP_FIELDS: dict[str, st.SearchStrategy] = {
+    "optim.lr": st.floats(1e-6, 1.0),
+    "optim.weight_decay": st.floats(-0.5, 1.0),
+    "optim.grad_clip": st.floats(-1.0, 10.0),
+    "optim.ema_decay": st.floats(0.0, 1.5),
+    "optim.warmup_steps": st.integers(-1, 5),
+    "model.mask.ratio_min": st.floats(-0.5, 1.0),
+    "model.mask.ratio_max": st.floats(0.0, 1.5),
+    "model.mask.distribution": st.sampled_from(["truncnorm", "uniform"]),
+    "model.prompt_dropout": st.floats(0.0, 1.0),
+    "model.lambda_img": st.floats(-1.0, 10.0),
+    "model.prompt_ce_weight": st.floats(0.0, 2.0),
+    "model.max_text_len": st.integers(0, 16),
+    "model.diffusion.diffusion_batch_mul": st.integers(0, 4),
+    "model.diffusion.parameterization": st.sampled_from(["v", "eps", "x0"]),
+    "model.diffusion.num_timesteps": st.integers(1, 1000),
+    "model.vit.depth": st.integers(0, 2),
+    "model.vit.pos_emb": st.sampled_from(["learned", "sincos"]),
+    "train.kinds.t2i": st.floats(0.0, 1.0),
+    "train.kinds.i2t": st.floats(0.0, 1.0),
+    "train.kinds.img": st.floats(0.0, 1.0),
+    "train.batch_size": st.integers(0, 8),
+    "train.grad_accum": st.integers(1, 2),
+    "train.seed": st.integers(-1, 2**32),
+    "data.seed": st.integers(-1, 2**32),
+    "data.max_shift": st.integers(0, 4),
+}
+
+
+@settings(FUZZ, max_examples=6)
+@given(
+    changes=st.lists(st.sampled_from(sorted(CHEAP_FIELDS)), max_size=6, unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({k: CHEAP_FIELDS[k] for k in keys})
+    )
+)
+def test_fuzz_valid_config_trains_one_step(changes, tmp_path_factory):
+    """6 tiny configs with up to 6 fields changed: refused naming the field, or valid and then
+    one training step runs, with a finite loss, and its final/ loads."""
+    data = copy.deepcopy(TINY)
+    data["train"].update(steps=1, ckpt_every=0, progress=False, log_every=1)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        _get(data, tuple(parents))[leaf] = value
+    try:
+        cfg = RunConfig.from_dict(data)
+    except ConfigError as e:
+        event("refused")
+        assert "\n" not in str(e) and _names_a_field(str(e)), str(e)
+        return
+    event("valid: trained one step")
+    out = tmp_path_factory.mktemp("fuzz_run")
+    summary = Trainer(cfg, out).fit()
+    assert summary["step"] == 1 and summary["loss"] is not None, (changes, summary)
+    assert math.isfinite(summary["loss"]), (changes, summary)
+    assert MMAR.from_pretrained(out / "final").config == cfg.model

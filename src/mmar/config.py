@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -169,6 +170,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # YAML's .nan / .inf: no field means them, all would train
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -272,6 +275,20 @@ def check(cond: bool, where: str, msg: str) -> None:
     """Raise ``ConfigError(f"{where}: {msg}")`` unless ``cond``; for use in ``validate``."""
     if not cond:
         raise ConfigError(f"{where}: {msg}")
+
+
+SEED_LIMIT = 2**32  # seeds are in [0, 2**32): numpy's limit; derived seeds stay within int64
+
+
+def check_seed(cfg: Config, name: str = "seed") -> None:
+    """``check(0 <= seed < 2**32)`` for the field ``name``: a negative seed fails in numpy and a
+    huge one overflows torch's int64 seeds, both at the first step instead of here."""
+    v = getattr(cfg, name)
+    check(
+        0 <= v < SEED_LIMIT,
+        f"{type(cfg).__name__}.{name}",
+        f"must be in [0, 2**32), got {v}; e.g. {name}: 0",
+    )
 
 
 def check_at_least_one(cfg: Config, examples: dict[str, int]) -> None:

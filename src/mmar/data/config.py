@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from mmar.config import Config, check
+from mmar.config import Config, check, check_seed
 
 # The held-out split of the built-in digit data uses this seed whatever the run's seed is, so the
 # test images are the same in every run and never seen in training.
@@ -108,6 +108,7 @@ class DataConfig(Config):
             f"{n}.test_length",
             f"must be >= 1, e.g. 1000, got {self.test_length}",
         )
+        check_seed(self)
         check(
             self.shuffle_buffer >= 0,
             f"{n}.shuffle_buffer",

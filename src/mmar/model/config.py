@@ -95,6 +95,12 @@ class BackboneConfig(Config):
             "e.g. num_kv_heads: 2",
         )
         check(
+            self.rope_theta > 0,
+            f"{n}.rope_theta",
+            f"must be > 0 (the RoPE base; <= 0 makes every loss NaN), got {self.rope_theta}; "
+            "e.g. rope_theta: 10000.0",
+        )
+        check(
             0.0 <= self.lora_dropout < 1.0,
             f"{n}.lora_dropout",
             f"must be in [0, 1), got {self.lora_dropout}",

@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 import yaml
 
-from mmar.config import Config, ConfigError, check, check_at_least_one, read_yaml
+from mmar.config import (
+    Config,
+    ConfigError,
+    check,
+    check_at_least_one,
+    check_seed,
+    read_yaml,
+)
 from mmar.data.config import DataConfig
 from mmar.model.config import MMARConfig
 from mmar.training.parallel import ParallelConfig
@@ -150,6 +157,7 @@ class TrainConfig(Config):
                 "max_nan_in_row": 10,
             },
         )
+        check_seed(self)
         check(
             self.ckpt_every >= 0,
             f"{n}.ckpt_every",
