@@ -601,3 +601,11 @@ def test_fuzz_valid_config_trains_one_step(changes, tmp_path_factory):
     assert summary["step"] == 1 and summary["loss"] is not None, (changes, summary)
     assert math.isfinite(summary["loss"]), (changes, summary)
     assert MMAR.from_pretrained(out / "final").config == cfg.model
+
+
+def test_non_finite_number_set_in_python_raises():
+    """replace() and constructors skip from_dict's type checks: validate() refuses nan too."""
+    from mmar.training.config import OptimConfig
+
+    with pytest.raises(ConfigError, match=r"OptimConfig.lr: expected a finite number, got nan"):
+        OptimConfig().replace(lr=float("nan"))

@@ -263,12 +263,18 @@ class Config:
     def validate(self) -> None:
         """Check value ranges; subclasses extend this and call ``super().validate()``.
 
-        Nested configs are validated too. Raise :class:`ConfigError` naming the field.
+        Nested configs are validated too, and every float is finite (also in a config built by
+        its constructor or ``replace``, which skip ``from_dict``'s type checks). Raise
+        :class:`ConfigError` naming the field.
         """
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
             if isinstance(v, Config):
                 v.validate()
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name}: expected a finite number, got {v!r}"
+                )
 
 
 def check(cond: bool, where: str, msg: str) -> None:
