@@ -19,7 +19,7 @@ trained with travels with it) beside the model's (config.json, model.safetensors
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,54 @@ class ModelInputs:
             None if self.images is None else self.images.to(device),
             None if self.latents is None else self.latents.to(device),
         )
+
+
+@dataclass
+class TextLoss:
+    """What ``MMARProcessor.encode_texts`` loses of ``count`` texts (``text_loss``), by text index.
+
+    unknown: the words read as the tokenizer's unknown token (a word-level vocabulary has one;
+      byte-level BPE vocabularies read any text). cut: the tail dropped after ``max_text_len``
+      tokens. Empty (false) when every text is read in full.
+    """
+
+    count: int
+    max_text_len: int
+    unknown: dict[int, list[str]] = field(default_factory=dict)
+    cut: dict[int, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.unknown or self.cut)
+
+    def message(self, what: str = "text") -> str:
+        """One sentence for a warning: which texts lose which words, e.g. "2 of 3 prompts lose
+        words: not in the model's vocabulary (read as the unknown token): 'purple' (prompt 0);
+        longer than max_text_len = 16 tokens, cut: prompt 2 lost 'seven'"."""
+        parts = []
+        if self.unknown:
+            words = list(dict.fromkeys(w for ws in self.unknown.values() for w in ws))
+            parts.append(
+                "not in the model's vocabulary (read as the unknown token): "
+                f"{_listing([repr(w) for w in words], 20)} ({_indices(what, self.unknown)})"
+            )
+        if self.cut:
+            tails = [f"{what} {i} lost {t!r}" for i, t in self.cut.items()]
+            parts.append(
+                f"longer than max_text_len = {self.max_text_len} tokens, cut: "
+                f"{_listing(tails, 3, '; ')}"
+            )
+        n = len(self.unknown.keys() | self.cut.keys())
+        return f"{n} of {self.count} {what}s lose words: " + "; ".join(parts)
+
+
+def _listing(items: list[str], most: int, sep: str = ", ") -> str:
+    more = f"{sep}... ({len(items) - most} more)" if len(items) > most else ""
+    return sep.join(items[:most]) + more
+
+
+def _indices(what: str, by_index: dict[int, list[str]]) -> str:
+    keys = [str(i) for i in by_index]
+    return f"{what}{'s' if len(keys) > 1 else ''} {_listing(keys, 20)}"
 
 
 class MMARProcessor:
@@ -175,13 +223,53 @@ class MMARProcessor:
 
     # --- text -----------------------------------------------------------------------------------
     def encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids without specials, truncated to ``config.max_text_len``."""
+        """Token ids without specials, truncated to ``config.max_text_len`` (``text_loss`` says
+        what that and the unknown token lose). Special-token text in ``texts`` ("<boi>",
+        "<|endoftext|>") is read as plain text: a string never yields a special id."""
         if isinstance(texts, str):
             raise TypeError(f"encode_texts: expected a list of strings, got the string {texts!r}")
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ids = self._tokenize(texts)["input_ids"]
         return [x[: self.config.max_text_len] for x in ids]
+
+    def text_loss(self, texts: Sequence[str]) -> TextLoss:
+        """What ``encode_texts`` loses of ``texts``: unknown words among the kept tokens (runs
+        of unknown tokens not separated by a space are one word, "<boi>") and the cut tails."""
+        limit, unk = self.config.max_text_len, self.tokenizer.unk_token_id
+        loss = TextLoss(len(texts), limit)
+        enc = self._tokenize(texts, offsets=True) if texts else {"input_ids": []}
+        for i, (text, ids) in enumerate(zip(texts, enc["input_ids"])):
+            spans = enc["offset_mapping"][i]
+            if len(ids) > limit:
+                loss.cut[i] = text[spans[limit][0] :].strip()
+            words: list[str] = []
+            glued = False  # the previous token was unknown and ends where this one starts
+            for k, (tid, (a, b)) in enumerate(zip(ids[:limit], spans)):
+                if unk is None or tid != unk:
+                    glued = False
+                    continue
+                piece = text[a:b]
+                if glued and spans[k - 1][1] == a and piece[:1].strip():
+                    words[-1] += piece
+                else:
+                    words.append(piece)
+                glued = True
+            words = [w.strip() for w in words if w.strip()]
+            if words:
+                loss.unknown[i] = words
+        return loss
+
+    def _tokenize(self, texts: Sequence[str], offsets: bool = False) -> dict:
+        """The tokenizer's output for ``texts``: ids without specials (and char offsets)."""
+        return dict(
+            self.tokenizer(
+                list(texts),
+                add_special_tokens=False,
+                split_special_tokens=True,
+                return_offsets_mapping=offsets,
+            )
+        )
 
     def decode_ids(self, ids: torch.Tensor) -> list[str]:
         """Generated ids (B, T) -> one string per row, cut at the first eos."""

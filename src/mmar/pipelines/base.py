@@ -19,6 +19,7 @@ import torch
 
 from mmar.config import ConfigError
 from mmar.model.config import SamplingConfig
+from mmar.model.processor import MMARProcessor
 
 Seed = int | Sequence[int]
 
@@ -48,6 +49,14 @@ def warn_if_ignored(sampling: SamplingConfig) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def warn_if_prompts_lose_words(processor: MMARProcessor, prompts: Sequence[str]) -> None:
+    """One warning per call listing what the model cannot read of the prompts: words outside
+    its vocabulary (read as the unknown token) and the tails cut at ``max_text_len``."""
+    loss = processor.text_loss(prompts)
+    if loss:
+        warnings.warn(loss.message("prompt"), UserWarning, stacklevel=3)
 
 
 def sample_seeds(seed: Seed, n: int) -> list[int]:

@@ -36,6 +36,7 @@ from mmar.pipelines.base import (
     sample_seeds,
     sampling_config,
     warn_if_ignored,
+    warn_if_prompts_lose_words,
 )
 from mmar.torch_utils import eval_mode
 
@@ -61,7 +62,8 @@ class TextToImagePipeline:
     ) -> list[Image.Image]:
         """One image per prompt ("" = unconditional), as PIL images of the tokenizer's size and
         mode. sampling: default the model's recommended ``config.sampling``. seed: sample i uses
-        seed + i (or seed[i]), whatever the batch."""
+        seed + i (or seed[i]), whatever the batch. Warns once per call when prompts lose words
+        (unknown to the vocabulary, or cut at ``max_text_len``)."""
         tokens = self.generate_tokens(prompts, sampling, seed, use_cache)
         return self.processor.postprocess(self.processor.decode_tokens(tokens))
 
@@ -76,6 +78,7 @@ class TextToImagePipeline:
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
         warn_if_ignored(s)
+        warn_if_prompts_lose_words(self.processor, prompts)
         seeds = sample_seeds(seed, len(prompts))
         scheduler = build_noise_scheduler(
             s.scheduler,
