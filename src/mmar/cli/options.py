@@ -24,7 +24,13 @@ class CliError(Exception):
 
 # SamplingConfig field -> (flag, type, help); image: text-to-image, text: captioning
 _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
-    "num_iter": ("--num-iter", int, "image", "masked-AR iterations K"),
+    "num_iter": (
+        "--num-iter",
+        int,
+        "image",
+        "masked-AR iterations K; K more than the model's image tokens N runs as K = N (one "
+        "token per iteration: any K costs at most N iterations)",
+    ),
     "guidance_scale": (
         "--guidance-scale",
         float,
@@ -32,7 +38,12 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "classifier-free guidance scale w (1 = none), ramped with the revealed fraction",
     ),
     "scheduler": ("--scheduler", str, "image", "the diffusion head's noise scheduler: ddim | ddpm"),
-    "num_steps": ("--num-steps", int, "image", "diffusion steps per token"),
+    "num_steps": (
+        "--num-steps",
+        int,
+        "image",
+        "diffusion steps per token (at most the model's diffusion.num_timesteps)",
+    ),
     "eta": ("--eta", float, "image", "DDIM stochasticity in [0, 1] (0 = deterministic)"),
     "temperature": (
         "--temperature",
@@ -41,7 +52,12 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "scales the noise the scheduler injects (DDPM, or DDIM with eta > 0); no "
         "effect with DDIM at eta 0",
     ),
-    "max_new_tokens": ("--max-new-tokens", int, "text", "longest caption, in tokens"),
+    "max_new_tokens": (
+        "--max-new-tokens",
+        int,
+        "text",
+        "longest caption, in tokens (at most the backbone's positions after the image)",
+    ),
     "text_temperature": (
         "--text-temperature",
         float,

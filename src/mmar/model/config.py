@@ -6,6 +6,7 @@ of dim 4, a 2-layer Qwen2 of width 32, one ViT block, a one-block head.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -180,17 +181,20 @@ class SamplingConfig(Config):
     there and override single fields.
 
     Text to image (masked AR, each token drawn from the diffusion head):
-      num_iter: K masked-AR iterations. With K > N image tokens, the steps that would reveal
-        nothing are skipped (every token is still revealed exactly once).
+      num_iter: K masked-AR iterations. K >= N (the model's image tokens) reveals one token per
+        iteration: N iterations, the same as K = N (the steps that would reveal nothing are
+        skipped, so any K, however large, is valid and costs at most N iterations).
       guidance_scale: w of classifier-free guidance on the head's prediction, ramped with the
         revealed fraction (1 = no guidance: the unconditional half is not computed).
       scheduler: the head's noise scheduler, "ddim" or "ddpm" (ancestral).
-      num_steps: respaced diffusion steps per token (at most the diffusion's num_timesteps).
+      num_steps: respaced diffusion steps per token (at most the diffusion's num_timesteps,
+        checked by ``MMARConfig.check_sampling``).
       eta: DDIM stochasticity (0 = deterministic; 1 = DDPM's variance). DDIM only.
       temperature: tau, scales the noise the scheduler injects at each step (DDPM, or DDIM
         with eta > 0). It has no effect with DDIM at eta = 0, which injects none.
     Image to text:
-      max_new_tokens: the longest caption / answer, in tokens.
+      max_new_tokens: the longest caption / answer, in tokens (the prefix and the caption must
+        fit the backbone's positions, checked by the caption pipeline).
       text_temperature: 0 = greedy decoding; else sampling from softmax(logits / T).
     Both:
       batch_size: prompts / images per forward pass (memory, not results: seeded sampling is
@@ -213,6 +217,9 @@ class SamplingConfig(Config):
         check_at_least_one(
             self, {"num_iter": 16, "num_steps": 50, "max_new_tokens": 32, "batch_size": 64}
         )
+        for name, example in (("guidance_scale", 3.0), ("temperature", 1.0)):
+            v = getattr(self, name)
+            check(math.isfinite(v), f"{n}.{name}", f"must be finite, got {v}; e.g. {example}")
         check(
             self.guidance_scale >= 0,
             f"{n}.guidance_scale",
@@ -234,9 +241,9 @@ class SamplingConfig(Config):
             f"must be >= 0, got {self.temperature}; e.g. temperature: 1.0",
         )
         check(
-            self.text_temperature >= 0,
+            self.text_temperature >= 0 and math.isfinite(self.text_temperature),
             f"{n}.text_temperature",
-            f"must be >= 0 (0 = greedy), got {self.text_temperature}",
+            f"must be a finite number >= 0 (0 = greedy), got {self.text_temperature}; e.g. 0.7",
         )
 
     @property
@@ -285,12 +292,7 @@ class MMARConfig(Config):
             f"{n}.prompt_dropout",
             f"must be in [0, 1), got {self.prompt_dropout}; e.g. prompt_dropout: 0.1",
         )
-        check(
-            self.sampling.num_steps <= self.diffusion.num_timesteps,
-            f"{n}.sampling.num_steps",
-            f"must be <= diffusion.num_timesteps = {self.diffusion.num_timesteps}, got "
-            f"{self.sampling.num_steps}; e.g. num_steps: 50",
-        )
+        self.check_sampling(self.sampling, f"{n}.sampling")
         check(
             self.max_text_len >= 1,
             f"{n}.max_text_len",
@@ -307,6 +309,19 @@ class MMARConfig(Config):
                 f"{self.backbone.max_position_embeddings}; e.g. max_position_embeddings: "
                 f"{max(1024, longest)}",
             )
+
+    def check_sampling(self, sampling: SamplingConfig, where: str = "SamplingConfig") -> None:
+        """The limits this model puts on sampling settings (their own ranges are
+        ``SamplingConfig.validate``'s): num_steps <= the diffusion's num_timesteps. ``where``
+        names the config in the message (validate passes "MMARConfig.sampling"; the pipelines
+        check each call's settings with the default)."""
+        T = self.diffusion.num_timesteps
+        check(
+            sampling.num_steps <= T,
+            f"{where}.num_steps",
+            f"must be <= the model's diffusion.num_timesteps = {T}, got {sampling.num_steps}; "
+            "e.g. num_steps: 50",
+        )
 
 
 def tiny_config(**changes: Any) -> MMARConfig:

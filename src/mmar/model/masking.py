@@ -70,40 +70,52 @@ def mask_from_orders(orders: torch.Tensor, num_masked: torch.Tensor | int) -> to
     return rank < num_masked  # (B, N)
 
 
-def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:
-    """Tokens still masked after each of the K steps, [m_0, ..., m_{K-1}] with m_{K-1} = 0.
+def _masked_after_revealing_steps(num_tokens: int, num_iter: int) -> Iterator[int]:
+    """m_k of the steps of ``reveal_schedule`` that reveal at least one token, ending with 0.
 
-    m_k = floor(N cos(pi/2 (k+1)/K)) clamped to [1, m_{k-1} - 1] (so every step but a forced one
-    reveals at least one token); the last step reveals the rest. When K > N the clamp cannot hold
-    and steps that would reveal nothing keep m_k = m_{k-1} (``reveal_steps`` skips them).
+    Only the steps after one token is left can reveal nothing (the clamp keeps m_k < m_{k-1}
+    while m_{k-1} > 1), so the loop stops there: at most N iterations of work, however large K.
     """
     if num_tokens < 1 or num_iter < 1:
         raise ValueError(
             f"reveal_schedule needs num_tokens >= 1 and num_iter >= 1, got N={num_tokens}, "
             f"K={num_iter}; e.g. reveal_schedule(16, 8)"
         )
-    remaining, out = num_tokens, []
+    remaining = num_tokens
     for k in range(num_iter - 1):
+        if remaining == 1:
+            break
         m = math.floor(num_tokens * math.cos(math.pi / 2 * (k + 1) / num_iter))
-        m = max(1, min(remaining - 1, m)) if remaining > 1 else remaining
-        out.append(m)
-        remaining = m
-    out.append(0)
-    return out
+        remaining = max(1, min(remaining - 1, m))
+        yield remaining
+    yield 0
+
+
+def reveal_schedule(num_tokens: int, num_iter: int) -> list[int]:
+    """Tokens still masked after each of the K steps, [m_0, ..., m_{K-1}] with m_{K-1} = 0.
+
+    m_k = floor(N cos(pi/2 (k+1)/K)) clamped to [1, m_{k-1} - 1] (so every step but a forced one
+    reveals at least one token); the last step reveals the rest. When K > N the clamp cannot hold
+    and steps that would reveal nothing keep m_k = m_{k-1} (``reveal_steps`` skips them). Since
+    N cos(pi/2 j/K) >= N - j for K >= N, every K >= N reveals one token per step: the same N
+    revealing steps as K = N.
+    """
+    steps = list(_masked_after_revealing_steps(num_tokens, num_iter))
+    return steps[:-1] + [1] * (num_iter - len(steps)) + [0]
 
 
 def reveal_steps(orders: torch.Tensor, num_iter: int) -> Iterator[tuple[int, torch.Tensor]]:
     """The positions each sampling iteration reveals: ``(m_k, orders[:, m_k : m_{k-1}])`` for
-    every k of ``reveal_schedule`` that reveals at least one token (K > N skips the others).
+    every k of ``reveal_schedule`` that reveals at least one token (K > N skips the others; at
+    most N blocks, so any K costs at most N iterations).
 
     orders: (B, N) permutations. Together the yielded (B, r_k) blocks partition every row of
     ``orders``: each token is revealed exactly once.
     """
     prev = orders.shape[1]
-    for m in reveal_schedule(prev, num_iter):
-        if m < prev:
-            yield m, orders[:, m:prev]
-            prev = m
+    for m in _masked_after_revealing_steps(prev, num_iter):
+        yield m, orders[:, m:prev]
+        prev = m
 
 
 def guidance_ramp(guidance_scale: float, num_tokens: int, num_masked: int) -> float:

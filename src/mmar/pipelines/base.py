@@ -22,6 +22,7 @@ from mmar.model.config import SamplingConfig
 from mmar.model.processor import MMARProcessor
 
 Seed = int | Sequence[int]
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 
 
 def sampling_config(
@@ -60,15 +61,24 @@ def warn_if_prompts_lose_words(processor: MMARProcessor, prompts: Sequence[str])
 
 
 def sample_seeds(seed: Seed, n: int) -> list[int]:
-    """One seed per sample: ``seed + i`` for an int, the list itself (checked) otherwise."""
+    """One seed per sample: ``seed + i`` for an int, the list itself otherwise; each checked
+    to be in torch.Generator's range (ValueError naming the seed and its sample)."""
     if isinstance(seed, int):
-        return [seed + i for i in range(n)]
-    seeds = [int(x) for x in seed]
-    if len(seeds) != n:
-        raise ValueError(
-            f"seed: got {len(seeds)} seeds for {n} samples; pass one int (sample i "
-            "uses seed + i) or exactly one seed per sample"
-        )
+        seeds = [seed + i for i in range(n)]
+    else:
+        seeds = [int(x) for x in seed]
+        if len(seeds) != n:
+            raise ValueError(
+                f"seed: got {len(seeds)} seeds for {n} samples; pass one int (sample i "
+                "uses seed + i) or exactly one seed per sample"
+            )
+    lo, hi = SEED_RANGE
+    for i, s in enumerate(seeds):
+        if not lo <= s <= hi:
+            raise ValueError(
+                f"seed {s} (of sample {i}) is outside torch.Generator's range [-2**63, "
+                "2**64 - 1] (sample i uses seed + i); e.g. seed=0"
+            )
     return seeds
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from mmar.config import check
 from mmar.model.config import SamplingConfig
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import ImagesLike, MMARProcessor
@@ -48,6 +49,7 @@ class CaptionPipeline:
     ) -> torch.Tensor:
         """Generated token ids (B, T), T <= max_new_tokens, pad after each row's eos."""
         s = sampling_config(self.model.config.sampling, sampling)
+        self._check_length(s)
         x = self.processor.preprocess(images).to(self.model.device)  # (B, C, H, W)
         seeds = sample_seeds(seed, x.shape[0])
         with eval_mode(self.model):
@@ -58,6 +60,21 @@ class CaptionPipeline:
         T = max(c.shape[1] for c in chunks)
         pad = self.processor.special.pad
         return torch.cat([F.pad(c, (0, T - c.shape[1]), value=pad) for c in chunks])
+
+    def _check_length(self, s: SamplingConfig) -> None:
+        """The prefix [bos][boi] image [eoi] and max_new_tokens must fit the backbone's
+        positions (a caption past them is out of what the model can place)."""
+        limit = getattr(self.model.backbone.config, "max_position_embeddings", None)
+        if limit is None:
+            return
+        prefix = self.processor.pack([""], ["img"]).input_ids.shape[1]
+        check(
+            s.max_new_tokens <= limit - prefix,
+            "SamplingConfig.max_new_tokens",
+            f"must be <= {limit - prefix} (the backbone's max_position_embeddings = {limit} "
+            f"less the {prefix} positions of the image prefix), got {s.max_new_tokens}; "
+            "e.g. max_new_tokens: 32",
+        )
 
     def _decode(self, x: torch.Tensor, seeds: Sequence[int], s: SamplingConfig) -> torch.Tensor:
         model, sp, dev = self.model, self.processor.special, self.model.device
@@ -78,7 +95,9 @@ class CaptionPipeline:
             if s.text_temperature == 0:
                 nxt = logits.argmax(-1)  # (B,)
             else:
-                probs = torch.softmax(logits / s.text_temperature, dim=-1)  # (B, V)
+                # max subtracted, float64: finite for any T > 0 (float32 reads T = 1e-300 as 0)
+                top = logits.amax(-1, keepdim=True)
+                probs = torch.softmax((logits - top).double() / s.text_temperature, dim=-1)
                 nxt = torch.cat(
                     [torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(gens)]
                 )  # (B,)

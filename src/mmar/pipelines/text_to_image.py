@@ -77,6 +77,7 @@ class TextToImagePipeline:
         """Image tokens (B, N, D) for the prompts; arguments as ``__call__``."""
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
+        self.model.config.check_sampling(s)
         warn_if_ignored(s)
         warn_if_prompts_lose_words(self.processor, prompts)
         seeds = sample_seeds(seed, len(prompts))
