@@ -79,9 +79,10 @@ def test_missing_model_dir_exit_2(tmp_path, capsys):
     assert rc == 2
 
 
-def test_missing_image_exit_2(ckpt, tmp_path, capsys):
+def test_missing_image_reported_exit_1(ckpt, tmp_path, capsys):
+    """A file that cannot be captioned is reported by name (exit 1), not a usage error."""
     rc = main(["caption", "--model", str(ckpt), str(tmp_path / "missing.png")])
-    assert rc == 2 and "missing.png" in capsys.readouterr().err
+    assert rc == 1 and "missing.png: no such file" in capsys.readouterr().err
 
 
 def test_help_mentions_options(capsys):

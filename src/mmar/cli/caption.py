@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mmar.cli.options import (
     CliError,
+    add_json_option,
     add_model_options,
     add_sampling_options,
+    human_output,
     load_model,
     sampling_from_args,
+    write_json,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from mmar.model.processor import MMARProcessor
+
+DESCRIPTION = """\
+Encodes each image as one bidirectional image block and decodes text after it with the KV cache
+(greedy unless --text-temperature > 0). Images are converted to the checkpoint's channels and
+resized to its image size.
+
+Prints one line per image, PATH<TAB>CAPTION, in the order given. A backslash, tab, newline or
+carriage return in the path or the caption is written as \\\\, \\t, \\n or \\r, so that every
+line holds exactly one tab. --json FILE also writes the results unescaped: a list in the order
+given of {"image": PATH, "caption": TEXT}, or {"image": PATH, "error": REASON} for a file that
+could not be read.
+
+A file that is missing or not a readable image is reported on stderr ("mmar caption: skipped
+PATH: REASON"); the others are still captioned, and the exit status is then 1. Image k of the
+arguments uses seed --seed + k, whether or not the files before it could be read.
+
+examples:
+  mmar caption --model runs/quickstart digit.png photo.jpg
+  mmar caption --model runs/mnist_stage2/final scans/*.png --json captions.json
+"""
+
+# backslash first: str.translate maps each character once, so no escape is escaped again
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def escape(text: str) -> str:
+    """``text`` on one line without tabs: backslash, tab, newline, CR -> \\\\, \\t, \\n, \\r."""
+    return text.translate(_ESCAPES)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "caption",
         help="caption image files with a trained MMAR checkpoint",
-        description="Encodes each image as one bidirectional image block and decodes text after "
-        "it with the KV cache (greedy unless --text-temperature > 0). Images are converted to "
-        "the checkpoint's channels and resized to its image size. Prints 'path<TAB>caption' per "
-        "image.",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_options(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
@@ -29,24 +65,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="image k uses seed + k when sampling (default 0)"
     )
     add_sampling_options(p, image=False, text=True)
+    add_json_option(p, "the captions")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
+    """One image file -> (1, C, H, W) as the model takes it; raises one of UNREADABLE."""
     from PIL import Image
 
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise CliError(f"image file(s) not found: {', '.join(missing)}")
-    images = []
-    for p in args.images:
-        try:
-            with Image.open(p) as im:
-                images.append(im.copy())
-        except OSError as e:
-            raise CliError(f"cannot read {p} as an image: {e}") from None
+    if not Path(path).exists():
+        raise FileNotFoundError("no such file")
+    if Path(path).is_dir():
+        raise IsADirectoryError("is a directory, not an image file")
+    with Image.open(path) as im:
+        im.load()
+        return processor.preprocess([im])
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mmar.data.folder import UNREADABLE
+
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
-    for path, text in zip(args.images, model.caption(images, sampling, seed=args.seed)):
-        print(f"{path}\t{text}")
-    return 0
+    results: list[dict[str, Any]] = []
+    pixels, seeds = [], []
+    for k, path in enumerate(args.images):
+        try:
+            pixels.append(read_image(path, model.processor))
+            seeds.append(args.seed + k)
+            results.append({"image": path})
+        except UNREADABLE as e:
+            results.append({"image": path, "error": str(e)})
+    try:
+        texts = model.caption(torch.cat(pixels), sampling, seed=seeds) if pixels else []
+    except ValueError as e:  # ConfigError included: a sampling value this model cannot take
+        raise CliError(str(e)) from None
+    captioned = iter(texts)
+    human = human_output(args)
+    for r in results:
+        if "error" in r:
+            print(
+                f"mmar caption: skipped {escape(r['image'])}: {escape(r['error'])}", file=sys.stderr
+            )
+        else:
+            r["caption"] = next(captioned)
+            print(f"{escape(r['image'])}\t{escape(r['caption'])}", file=human)
+    write_json(results, args.json)
+    return 1 if len(texts) < len(results) else 0
