@@ -70,7 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
-    """One image file -> (1, C, H, W) as the model takes it; raises one of UNREADABLE."""
+    """One image file -> (1, C, H, W) as the model takes it; raises OSError / ValueError /
+    Pillow's errors for a file it cannot read."""
     from PIL import Image
 
     if not Path(path).exists():
@@ -84,9 +85,10 @@ def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
 
 def run(args: argparse.Namespace) -> int:
     import torch
+    from PIL import Image
 
-    from mmar.data.folder import UNREADABLE
-
+    # whatever Pillow raises on a file it cannot decode (as mmar.data.folder.load_image catches)
+    unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
     results: list[dict[str, Any]] = []
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             pixels.append(read_image(path, model.processor))
             seeds.append(args.seed + k)
             results.append({"image": path})
-        except UNREADABLE as e:
+        except unreadable as e:
             results.append({"image": path, "error": str(e)})
     try:
         texts = model.caption(torch.cat(pixels), sampling, seed=seeds) if pixels else []
