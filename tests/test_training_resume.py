@@ -178,7 +178,7 @@ def test_resume_skips_a_damaged_checkpoint(tmp_path, capsys, reference_final, na
     t = Trainer(tiny(), tmp_path, resume=True)
     err = capsys.readouterr().err
     assert f"skipping an unreadable checkpoint: {bad}: " in err
-    assert f"resuming from {ckpt.checkpoint_path(tmp_path, 4)}" in err
+    assert f"resuming from step 4 of 8 ({ckpt.checkpoint_path(tmp_path, 4)})" in err
     assert t.step == 4
     t.fit()  # re-writes step 6 whole, then trains on to 8 as if never interrupted
     ckpt.check_checkpoint(ckpt.checkpoint_path(tmp_path, 6))

@@ -69,6 +69,21 @@ def checkpoint_path(out_dir: str | Path, step: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"step_{step:07d}"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The step of a ``step_XXXXXXX`` checkpoint directory, from its name."""
+    m = _STEP_DIR.match(Path(path).name)
+    if m is None:
+        raise ValueError(f"{path} is not a checkpoint directory (step_XXXXXXX)")
+    return int(m.group(1))
+
+
+def read_state_info(path: str | Path) -> dict[str, Any]:
+    """``trainer_state/state.json`` of a checkpoint (step, data position, counters, run config)."""
+    file = Path(path) / STATE_DIR / "state.json"
+    with _reading(file), open(file) as f:
+        return json.load(f)
+
+
 def _fsync_tree(root: Path) -> None:
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:

@@ -283,10 +283,19 @@ class Trainer:
                 f"--resume: no complete checkpoint under {self.out}/checkpoints; run without "
                 "--resume to start a new run"
             )
-        if problems and self.dist.is_main:
+        done, steps = ckpt.checkpoint_step(latest), self.cfg.train.steps
+        if steps < done:  # every rank raises: none waits in a collective
+            planned = ckpt.read_state_info(latest)["run_config"]["train"]["steps"]
+            raise ConfigError(
+                f"RunConfig.train.steps: {steps} is fewer than the {done} steps the run has "
+                f"already done ({latest}); resume with at least {done}, e.g. --steps "
+                f"{max(planned, done)} (the run's own train.steps), or start a new run with "
+                "another --out"
+            )
+        if self.dist.is_main:
             for problem in problems:
                 print(f"--resume: skipping an unreadable checkpoint: {problem}", file=sys.stderr)
-            print(f"--resume: resuming from {latest} instead", file=sys.stderr)
+            print(f"--resume: resuming from step {done} of {steps} ({latest})", file=sys.stderr)
         return latest
 
     def _build_processor(self, source: Path | str | None) -> MMARProcessor:
