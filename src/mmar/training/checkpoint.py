@@ -17,8 +17,10 @@ The EMA weights are stored once, as the "ema." tensors of model.safetensors (wha
 ``trainer_state/ema.safetensors``, a copy that is no longer read.
 
 A checkpoint is written under a temporary name, every file and directory fsync'ed, then renamed
-with ``os.replace``: a directory named ``step_*`` is always complete, and a run killed while
-writing leaves only a ``.tmp-*`` directory, which resuming ignores and deletes. A complete
+with ``os.replace``; an old one is renamed to a temporary name before it is deleted. A directory
+named ``step_*`` is therefore always complete, and a run killed while writing or pruning (tested
+with kill -9 inside the writer, see tests/test_bad_input_training.py) leaves only ``.tmp-*``
+directories, which resuming ignores and deletes. A complete
 directory can still be damaged later (a copy or sync cut short, a disk error, a file removed by
 hand): before resuming, :func:`latest_readable_checkpoint` checks every file of the newest one
 cheaply and falls back to the one before it.
@@ -228,18 +230,31 @@ def latest_readable_checkpoint(out_dir: str | Path) -> tuple[Path | None, list[s
 
 
 def remove_stale_tmp(out_dir: str | Path) -> list[Path]:
-    """Delete ``.tmp-*`` leftovers of a run killed while writing; returns what was removed."""
-    root = Path(out_dir) / "checkpoints"
-    stale = sorted(root.glob(f"{TMP_PREFIX}*")) if root.is_dir() else []
+    """Delete the ``.tmp-*`` leftovers of a run killed while writing or pruning a checkpoint
+    (under ``out_dir/checkpoints``) or ``final/`` (under ``out_dir``); returns what was removed."""
+    stale = [
+        p
+        for root in (Path(out_dir) / "checkpoints", Path(out_dir))
+        if root.is_dir()
+        for p in sorted(root.glob(f"{TMP_PREFIX}*"))
+        if p.is_dir()
+    ]
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return stale
 
 
 def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
-    """Keep only the ``keep_last`` newest complete checkpoints."""
+    """Keep only the ``keep_last`` newest complete checkpoints.
+
+    Each older one is renamed to a ``.tmp-`` name before its files are deleted: a run killed
+    while deleting leaves no half-deleted ``step_*`` directory behind, only a ``.tmp-*`` one
+    that resuming removes.
+    """
     for _, path in list_checkpoints(out_dir)[:-keep_last]:
-        shutil.rmtree(path)
+        doomed = path.parent / f"{TMP_PREFIX}pruned-{path.name}-{os.getpid()}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
