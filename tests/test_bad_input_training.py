@@ -25,9 +25,11 @@ import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
+from helpers_model import one_thread, random_images, tiny_model, training_inputs  # noqa: F401
 from mmar.cli import main
 from mmar.config import ConfigError
 from mmar.pipelines.mmar import MMAR
+from mmar.tokenizers import KL16Tokenizer
 from mmar.training import checkpoint as ckpt
 from mmar.training.config import load_preset
 from mmar.training.trainer import Trainer
@@ -88,6 +90,65 @@ def test_resume_with_fewer_steps_than_done_raises(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1, err
     assert err.startswith("mmar train: RunConfig.train.steps: 3 is fewer than the 4 steps")
+
+
+# --- N processes compute the step of one: every draw of a sample is its own ---------------------
+# (tests/test_distributed_train.py checks it end to end under torchrun with the default kind mix)
+def _gens(*seeds: int) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+TEXTS = ["digit seven", "a red circle", "digit one", "a small green triangle"]
+KINDS = ["t2i", "img", "t2i", "i2t"]
+
+
+def test_a_samples_masks_and_noise_do_not_depend_on_its_batch():
+    net = tiny_model().model
+    batch, _ = training_inputs(tiny_model().processor, TEXTS, KINDS, random_images(4))
+    tail, _ = training_inputs(tiny_model().processor, TEXTS[2:], KINDS[2:], random_images(4)[2:])
+    masked = net.draw_mask(batch, _gens(1, 2, 3, 4))  # (4, 16)
+    assert masked[:3].any(1).all() and not masked[3].any()  # i2t: nothing to generate
+    assert torch.equal(net.draw_mask(tail, _gens(3, 4)), masked[2:])
+    t, noise = net.draw_diffusion_noise(masked, _gens(1, 2, 3, 4))
+    t_tail, noise_tail = net.draw_diffusion_noise(masked[2:], _gens(3, 4))
+    mul, m, m_tail = (
+        net.config.diffusion.diffusion_batch_mul,
+        int(masked.sum()),
+        int(masked[2:].sum()),
+    )
+    assert t.shape == (mul * m,) and noise.shape == (mul * m, 4)
+    # repetition r holds rows r*M .. (r+1)*M - 1, sample by sample: the tail's rows end each one
+    assert torch.equal(t.view(mul, m)[:, m - m_tail :], t_tail.view(mul, m_tail))
+    assert torch.equal(noise.view(mul, m, 4)[:, m - m_tail :], noise_tail.view(mul, m_tail, 4))
+
+
+def test_two_halves_of_a_batch_give_the_losses_of_the_whole():
+    """What DDP / FSDP compute: per-rank losses, weighted by the global token counts
+    (parallel.global_mean_loss), equal one process's losses on the whole batch."""
+    model = tiny_model()
+    seeds, images = [11, 12, 13, 14], random_images(4)
+
+    def losses(i: int, j: int) -> dict:
+        inputs = training_inputs(model.processor, TEXTS[i:j], KINDS[i:j], images[i:j])
+        with torch.no_grad():
+            return model.model(*inputs, generator=_gens(*seeds[i:j]))
+
+    whole, halves = losses(0, 4), [losses(0, 2), losses(2, 4)]
+    for loss, weight in (("loss_text", "text_weight"), ("loss_diff", "n_masked")):
+        total = sum(h[weight] for h in halves)
+        assert total == pytest.approx(whole[weight])
+        combined = sum(float(h[loss]) * h[weight] for h in halves) / total
+        assert combined == pytest.approx(float(whole[loss]), rel=1e-6), loss
+
+
+def test_a_vae_posterior_sample_per_image_does_not_depend_on_its_batch():
+    processor = tiny_model().processor
+    processor.image_tokenizer = KL16Tokenizer(image_size=32, _width=32, posterior="sample").eval()
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    batched = processor.encode_images(images, generator=_gens(5, 6, 7))
+    alone = processor.encode_images(images[2:], generator=_gens(7))
+    torch.testing.assert_close(batched[2:], alone, rtol=0, atol=1e-6)
+    assert not torch.allclose(batched, processor.encode_images(images))  # the mode: no draw
 
 
 # --- kill -9 inside a checkpoint save ---------------------------------------------------------

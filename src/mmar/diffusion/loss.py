@@ -22,23 +22,33 @@ def diffusion_loss(
     schedule: NoiseSchedule,
     parameterization: str = "v",
     generator: torch.Generator | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The v-prediction loss (default ``parameterization="v"``), per row.
 
     head: maps (x_t (M, D), t (M,), cond (M, C)) -> (M, D).
     x0: (M, D) clean tokens; cond: (M, C) the LLM's z_i (rows already repeated
-    ``diffusion_batch_mul`` times by the caller). t and eps are drawn from ``generator``, which
-    must live on x0's device (None: torch's default generator).
+    ``diffusion_batch_mul`` times by the caller).
+    t (M,) long and noise (M, D): the timesteps and eps to use (``MMARModel.forward`` draws them
+    per sample); else both are drawn from ``generator``, which must live on x0's device (None:
+    torch's default generator).
     Returns (M,) per-row MSE; the caller averages over masked tokens.
     """
     # fmt: off
     if x0.ndim != 2 or cond.ndim != 2 or x0.shape[0] != cond.shape[0]:
         raise ValueError(f"diffusion_loss: expected x0 (M, D) and cond (M, C) with the same M, "
                          f"got x0 {tuple(x0.shape)} and cond {tuple(cond.shape)}")
-    m, device = x0.shape[0], x0.device
-    t = torch.randint(0, schedule.num_timesteps, (m,), generator=generator, device=device)  # (M,)
-    eps = torch.randn(x0.shape, generator=generator, device=device,
-                      dtype=compute_dtype(x0))                                             # (M, D)
+    if (t is None) != (noise is None):
+        raise ValueError("diffusion_loss: give both t and noise, or neither (drawn from generator)")
+    m, device, dtype = x0.shape[0], x0.device, compute_dtype(x0)
+    if t is None or noise is None:
+        t = torch.randint(0, schedule.num_timesteps, (m,), generator=generator, device=device)
+        noise = torch.randn(x0.shape, generator=generator, device=device, dtype=dtype)
+    elif t.shape != (m,) or noise.shape != x0.shape:
+        raise ValueError(f"diffusion_loss: expected t ({m},) and noise {tuple(x0.shape)}, got "
+                         f"t {tuple(t.shape)} and noise {tuple(noise.shape)}")
+    eps = noise.to(dtype)                                                                  # (M, D)
     ab = schedule.ab(t)                                                                    # (M, 1)
     x_t = q_sample(x0, eps, ab)                                                            # (M, D)
     target = training_target(parameterization, x0, eps, ab)                                # (M, D)

@@ -32,6 +32,12 @@ def sample_mask_ratio(
     uniform: r ~ U(r_min, r_max).
     """
     u = torch.rand(batch_size, generator=generator, device=device, dtype=torch.float64)
+    return mask_ratio(u, cfg)
+
+
+def mask_ratio(u: torch.Tensor, cfg: MaskConfig) -> torch.Tensor:
+    """The mask ratios of uniform draws u (B,) float64 in [0, 1) (``sample_mask_ratio``'s
+    transform, for draws made elsewhere, e.g. one per sample generator) -> (B,) float32."""
     lo, hi = cfg.ratio_min, cfg.ratio_max
     if cfg.distribution == "uniform":
         r = lo + (hi - lo) * u

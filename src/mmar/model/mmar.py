@@ -17,6 +17,7 @@ persistence of the weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,15 +43,25 @@ from mmar.model.files import (
     read_config,
 )
 from mmar.model.flex_attention import build_block_mask, full_block_mask
-from mmar.model.masking import (
-    mask_from_orders,
-    num_masked_from_ratio,
-    random_orders,
-    sample_mask_ratio,
-)
+from mmar.model.masking import mask_from_orders, mask_ratio, num_masked_from_ratio
 from mmar.model.sequence import PackedBatch
 from mmar.tokenizers.special import SpecialTokenIds
 from mmar.torch_utils import read_safetensors, write_safetensors
+
+Generators = torch.Generator | Sequence[torch.Generator | None] | None
+"""Where training draws come from: one generator per sample (the trainer's: sample i draws from
+generator i alone, so its draws do not depend on its batch, rank or world size), or one for the
+whole batch (None: torch's default generator of the device)."""
+
+
+def per_sample(generator: Generators, n: int) -> list[torch.Generator | None]:
+    """``n`` generators, one per sample: the sequence given, or the one generator n times."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return [generator] * n
+    gens = list(generator)
+    if len(gens) != n:
+        raise ValueError(f"expected one generator per sample ({n}), got {len(gens)}")
+    return gens
 
 
 class MMARModel(nn.Module):
@@ -204,33 +215,61 @@ class MMARModel(nn.Module):
         return ce, batch.label_weights[:, 1:][where]
 
     # --- training -------------------------------------------------------------------------
-    def draw_mask(
-        self, batch: PackedBatch, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
+    def draw_mask(self, batch: PackedBatch, generator: Generators = None) -> torch.Tensor:
         """Masked image positions (B, N) bool: a mask ratio and a random order per sample (MAR's
-        recipe, ``config.mask``), only in the rows whose image is generated (t2i, img)."""
+        recipe, ``config.mask``), only in the rows whose image is generated (t2i, img).
+
+        generator: see :data:`Generators`; sample i draws N + 1 uniforms from its generator in
+        one call: the first gives its ratio, the argsort of the others its order."""
         B, N, dev = len(batch), self.num_image_tokens, self.device
-        ratio = sample_mask_ratio(B, self.config.mask, generator, dev)  # (B,)
-        orders = random_orders(B, N, generator, dev)  # (B, N)
+        u = torch.stack(
+            [
+                torch.rand(N + 1, generator=g, device=dev, dtype=torch.float64)
+                for g in per_sample(generator, B)
+            ]
+        )  # (B, N + 1)
+        ratio, orders = mask_ratio(u[:, 0], self.config.mask), u[:, 1:].argsort(1)
         return mask_from_orders(orders, num_masked_from_ratio(ratio, N)) & batch.generative[:, None]
+
+    def draw_diffusion_noise(
+        self, masked: torch.Tensor, generator: Generators = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The diffusion loss's timesteps t (mul M,) long and noise (mul M, D) for the masked
+        tokens of masked (B_img, N), M = masked.sum(), mul = ``diffusion_batch_mul``.
+
+        Row r * M + j is repetition r of masked token j (row-major over (sample, position)), as
+        ``tokens[masked].repeat(mul, 1)``. Sample i draws t (mul, m_i), then noise (mul, m_i, D)
+        from its generator (:data:`Generators`, one per row of ``masked``)."""
+        mul, T = self.config.diffusion.diffusion_batch_mul, self.config.diffusion.num_timesteps
+        D, dev = self.geometry.token_dim, self.device
+        ts = [torch.empty(mul, 0, dtype=torch.long, device=dev)]
+        noise = [torch.empty(mul, 0, D, device=dev)]
+        for g, m in zip(per_sample(generator, len(masked)), masked.sum(1).tolist(), strict=True):
+            if m:
+                ts.append(torch.randint(0, T, (mul, m), generator=g, device=dev))
+                noise.append(torch.randn(mul, m, D, generator=g, device=dev))
+        return torch.cat(ts, 1).reshape(-1), torch.cat(noise, 1).reshape(-1, D)
 
     def forward(
         self,
         batch: PackedBatch,
         tokens: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: Generators = None,
     ) -> dict[str, Any]:
         """Losses of a packed batch of t2i / i2t / img / text samples.
 
         tokens: (B_img, N, D) float, the image tokens of the samples that have an image, in
         batch order (``processor.encode_images``). Masks (drawn first, see ``draw_mask``) and the
-        diffusion noise come from ``generator`` (on the model's device).
+        diffusion timesteps and noise (``draw_diffusion_noise``) come from ``generator`` (on the
+        model's device): one per sample (B) makes every sample's loss a function of its own
+        draws, whatever batch or rank it is in (the trainer's), or one for the batch.
         -> {"loss", "loss_text", "loss_diff" (0-d tensors with graph), "n_text_tokens" (CE
         targets), "text_weight" (sum of their CE weights), "n_masked" (masked image tokens)}
         """
         # fmt: off
         cfg, N = self.config, self.num_image_tokens
-        masked = self.draw_mask(batch, generator)                                   # (B, N)
+        gens = per_sample(generator, len(batch))
+        masked = self.draw_mask(batch, gens)                                        # (B, N)
         n_img = int(batch.has_image.sum())
         vit_inputs = None
         if n_img:
@@ -240,6 +279,7 @@ class MMARModel(nn.Module):
                 raise ValueError(f"MMARModel.forward: the batch has {n_img} image samples, so "
                                  f"tokens must be {expected} (processor.encode_images), got {got}")
             masked = masked[batch.has_image]                                        # (B_img, N)
+            gens = [g for g, has in zip(gens, batch.has_image.tolist()) if has]     # (B_img,)
             vit_inputs = self.with_mask_token(tokens, masked)
         hidden = self.hidden_states(batch, vit_inputs)                              # (B, L, W)
 
@@ -250,8 +290,10 @@ class MMARModel(nn.Module):
         if tokens is not None and vit_inputs is not None and masked.any():
             z, x0 = self.conditions(hidden, batch)[masked], tokens[masked]          # (M, W), (M, D)
             mul, n_masked = cfg.diffusion.diffusion_batch_mul, x0.shape[0]
+            t, noise = self.draw_diffusion_noise(masked, gens)                      # (mul M,)
             rows = diffusion_loss(self.head, x0.float().repeat(mul, 1), z.float().repeat(mul, 1),
-                                  self.noise_schedule(), cfg.diffusion.parameterization, generator)
+                                  self.noise_schedule(), cfg.diffusion.parameterization,
+                                  t=t, noise=noise)
             loss_diff = rows.mean()                                          # over masked x mul
         loss = loss_text + cfg.lambda_img * loss_diff
         # the parts keep their graph: data-parallel training re-weights them across ranks

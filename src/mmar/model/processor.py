@@ -382,20 +382,36 @@ class MMARProcessor:
         self,
         images: torch.Tensor | None = None,
         latents: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> torch.Tensor:
         """images (B, C_img, H, W) in [-1, 1] or cached latents (B, C, h, w) -> tokens (B, N, D)
         float32.
 
-        generator: the posterior draw of a VAE whose config says posterior "sample" (training);
+        generator: the posterior draw of a VAE whose config says posterior "sample" (training):
+        one generator for the batch, or one per image (the trainer's: each image is then encoded
+        on its own, so that its draw and its latents do not depend on the batch or the rank);
         None encodes with the posterior mode (understanding: an image means one thing).
         """
         if latents is None:
             if images is None:
                 raise ValueError("encode_images: give images (B, C, H, W) or latents (B, C, h, w)")
-            latents = self.image_tokenizer.encode(
-                images, generator=generator, posterior=None if generator is not None else "mode"
-            )
+            tok = self.image_tokenizer
+            if generator is None or isinstance(generator, torch.Generator):
+                latents = tok.encode(
+                    images, generator=generator, posterior=None if generator is not None else "mode"
+                )
+            elif tok.posterior == "mode":
+                latents = tok.encode(images, posterior="mode")
+            else:
+                gens = list(generator)
+                if len(gens) != images.shape[0]:
+                    raise ValueError(
+                        f"encode_images: {images.shape[0]} images need one generator each, "
+                        f"got {len(gens)}"
+                    )
+                latents = torch.cat(
+                    [tok.encode(images[i : i + 1], generator=g) for i, g in enumerate(gens)]
+                )
         else:
             self.image_tokenizer.check_latents(latents)
         return patchify(latents.float(), self.geometry.patch_size)  # (B, N, D)

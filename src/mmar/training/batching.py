@@ -2,8 +2,11 @@
 
 Each sample's kind (t2i: [text][img], i2t: [img][text], img: [img]; ``train.kinds`` weights) and
 its CFG prompt dropout are drawn from a generator of its own, seeded by (run seed, epoch, the
-item's key). The draws are then the same whatever batch, worker or rank the sample lands in,
-and a resumed run (which replays the data position) draws them again exactly.
+item's key); so is a second seed per sample, ``draw_seed``, from which the training step seeds
+the sample's generator on the device for every draw the model makes (VAE posterior, mask ratio
+and order, diffusion t and noise). An (epoch, key) pair names one visit of one item, so the draws
+are the same whatever batch, worker, rank or world size the sample lands in, and a resumed run
+(which replays the data position) draws them again exactly.
 """
 
 from __future__ import annotations
@@ -19,11 +22,22 @@ from mmar.model.processor import MMARProcessor, ModelInputs
 KINDS = ("t2i", "i2t", "img")  # P(I|T), P(T|I), P(I)
 
 
+def _stable_seed(*parts: object) -> int:
+    """A 63-bit seed from a stable hash of ``parts`` (Python's ``hash`` of a str changes between
+    processes, so it is not used)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 def sample_generator(seed: int, epoch: int, key: object) -> torch.Generator:
-    """A CPU generator for one sample, seeded by a stable hash of (seed, epoch, key) (Python's
-    ``hash`` of a str changes between processes, so it is not used)."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{key}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    """A CPU generator for one sample's kind and prompt dropout, seeded by (seed, epoch, key)."""
+    return torch.Generator().manual_seed(_stable_seed(seed, epoch, key))
+
+
+def draw_seed(seed: int, epoch: int, key: object) -> int:
+    """The seed of one sample's generator for the model's draws (a stream apart from
+    ``sample_generator``'s)."""
+    return _stable_seed(seed, epoch, key, "draws")
 
 
 def draw_kind(weights: dict[str, float], generator: torch.Generator) -> str:
@@ -44,8 +58,9 @@ class TrainingCollator:
 
     Returns {"inputs": ModelInputs | None (None when no item was readable), "n": samples,
     "skipped": the number of unreadable items, "unreadable": those items (``Unreadable``: what
-    and why, for the trainer to count once and report)}. Call ``set_epoch`` before each epoch's
-    loader is made (its workers take a copy of the collator).
+    and why, for the trainer to count once and report), "seeds": one ``draw_seed`` per sample,
+    in batch order}. Call ``set_epoch`` before each epoch's loader is made (its workers take a
+    copy of the collator).
     """
 
     def __init__(self, processor: MMARProcessor, kinds: dict[str, float], seed: int):
@@ -60,7 +75,7 @@ class TrainingCollator:
         unreadable = unreadable_items(items)
         skipped = {"skipped": len(unreadable), "unreadable": unreadable}
         if not good:
-            return {"inputs": None, "n": 0, **skipped}
+            return {"inputs": None, "n": 0, **skipped, "seeds": []}
         missing = [i for i, it in enumerate(good) if "key" not in it]
         if missing:
             raise ValueError(
@@ -77,4 +92,5 @@ class TrainingCollator:
             latents=stacked.get("latents"),
             generators=gens,
         )
-        return {"inputs": inputs, "n": len(good), **skipped}
+        seeds = [draw_seed(self.seed, self.epoch, it["key"]) for it in good]
+        return {"inputs": inputs, "n": len(good), **skipped, "seeds": seeds}

@@ -8,8 +8,8 @@ Layout of one checkpoint::
                           run config
       optimizer.pt        AdamW state keyed by parameter name: full tensors, any world size
       scheduler.pt        torch.save(scheduler.state_dict())
-      rng.pt              {"ranks": [per rank: generator (kinds/masks/noise), torch global
-                          (+ CUDA) RNG states]}
+      rng.pt              {"ranks": [per rank: torch's global (+ CUDA) RNG states]} (the
+                          training draws come from per-sample seeds: nothing else to keep)
 
 The EMA weights are stored once, as the "ema." tensors of model.safetensors (what
 ``MMAR.from_pretrained`` serves); ``--resume`` restores the EMA shadows from them
@@ -257,19 +257,18 @@ def prune_checkpoints(out_dir: str | Path, keep_last: int) -> None:
         shutil.rmtree(doomed)
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG the run draws from: its generator, torch's global (dropout, init) and CUDA's."""
-    state: dict[str, Any] = {
-        "generator": generator.get_state(),
-        "torch_global": torch.get_rng_state(),
-    }
+def rng_state() -> dict[str, Any]:
+    """The RNGs with a running state: torch's global (dropout, e.g. LoRA's) and CUDA's. The
+    training draws (kinds, masks, noise) come from per-sample seeds and keep no state."""
+    state: dict[str, Any] = {"torch_global": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    generator.set_state(state["generator"])
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state` (a checkpoint's run "generator" state, written before the
+    draws were per sample, is no longer used)."""
     torch.set_rng_state(state["torch_global"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -281,7 +280,6 @@ def save_trainer_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: EMA,
-    generator: torch.Generator,
     *,
     optimizer_state: dict | None = None,
     rng_states: list[dict] | None = None,
@@ -300,7 +298,7 @@ def save_trainer_state(
         state_dir / "optimizer.pt",
     )
     torch.save(scheduler.state_dict(), state_dir / "scheduler.pt")
-    torch.save({"ranks": rng_states or [rng_state(generator)]}, state_dir / "rng.pt")
+    torch.save({"ranks": rng_states or [rng_state()]}, state_dir / "rng.pt")
     ema_state = {k: v for k, v in ema.state_dict().items() if k != "shadow"}
     with open(state_dir / "state.json", "w") as f:
         json.dump({**info, "ema": ema_state}, f, indent=1)
@@ -360,7 +358,6 @@ def load_trainer_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: EMA,
-    generator: torch.Generator,
     *,
     model: torch.nn.Module | None = None,
     rank: int = 0,
@@ -370,7 +367,7 @@ def load_trainer_state(
 
     model: given when the optimizer state is keyed by parameter name (the trainer's, loadable at
     any world size and into sharded parameters); also maps tied weights to their saved EMA name.
-    rank: whose RNG states to restore; a rank the saving run did not have keeps its generator as
+    rank: whose RNG states to restore; a rank the saving run did not have keeps its RNGs as
     seeded. weights_file: where the "ema." tensors are (default: the checkpoint's
     model.safetensors, next to ``state_dir``); full tensors, sharded like ``ema.shadow``'s.
     """
@@ -396,7 +393,7 @@ def load_trainer_state(
         load_full_optimizer_state(model, optimizer, optim_state)
     scheduler.load_state_dict(sched_state)
     if rank < len(rngs):
-        set_rng_state(rngs[rank], generator)
+        set_rng_state(rngs[rank])
     ema_state = info.pop("ema")
     ema.load_state_dict({**ema_state, "shadow": shard_like(shadow, ema.shadow)})
     return info

@@ -118,7 +118,8 @@ class TrainConfig(Config):
       with bf16, a CPU with AVX-512 bf16 or AMX; else fp32; see mmar.compute_dtype), "bf16"
       or "fp32".
     device: "auto" (cuda when available, else cpu), or a torch device string.
-    seed: model init, the sample kinds, masks and CFG dropout (data order uses data.seed).
+    seed: model init; with the epoch and the item's key, every sample's draws (kind, CFG
+      dropout, masks, diffusion noise; see training/batching.py). The data order uses data.seed.
     ckpt_every / keep_last: checkpoint period (0 = only at the end) and how many to keep.
     init_from: a checkpoint or model directory whose weights start this run (stage 2 from
       stage 1); its optimizer state is not loaded. init_weights: which of its weights, "ema"

@@ -3,7 +3,9 @@
 Data: the DataLoader's collator (:mod:`mmar.training.batching`, in its workers) draws each sample's
 kind (t2i / i2t / img) and CFG prompt dropout from the sample's own seed and lets the
 ``MMARProcessor`` tokenize and pack; the step encodes the images into tokens on the device and
-calls ``MMARModel.forward``, whose masks and diffusion noise come from the run's generator.
+calls ``MMARModel.forward``. Every draw of the step (VAE posterior, masks, diffusion t and noise)
+comes from a generator per sample, seeded by (run seed, epoch, item key): a sample's loss does
+not depend on the batch, rank or world size it is trained in.
 One step = ``grad_accum`` micro-batches, then: NaN/inf check
 (skip the update, count it, stop after ``max_nan_in_row``), gradient clipping, AdamW, the
 learning-rate schedule and the EMA. Everything random is restored on ``--resume`` (optimizer,
@@ -105,8 +107,6 @@ RESUMABLE_CHANGES = {
 # size); the recommended sampling settings saved with the model do not affect training, and
 # the two attention paths compute the same function
 RESUMABLE_SECTIONS = {"parallel", "model.sampling", "model.backbone.attention"}
-# rank r draws masks / noise from seed + r * RANK_SEED_STRIDE (rank 0: the run's seed)
-RANK_SEED_STRIDE = 1_000_003
 
 
 class TrainingDiverged(RuntimeError):
@@ -173,10 +173,6 @@ class Trainer:
         if self.dist.is_main:
             print(f"precision: {self.precision.reason}", file=sys.stderr)
         torch.manual_seed(tc.seed)
-        # masks and diffusion noise: on the training device, as the model draws them
-        self.generator = torch.Generator(self.device).manual_seed(
-            tc.seed + RANK_SEED_STRIDE * self.dist.rank
-        )
 
         from mmar.data import build_dataset
 
@@ -331,7 +327,6 @@ class Trainer:
             self.optimizer,
             self.lr_scheduler,
             self.ema,
-            self.generator,
             model=self.model,
             rank=self.dist.rank,
         )
@@ -446,13 +441,18 @@ class Trainer:
         for _ in range(tc.grad_accum):
             batch = self._next_batch(batches)
             inputs = batch["inputs"].to(self.device)
+            # one generator per sample for everything random in the step (see batching.py)
+            gens = [torch.Generator(self.device).manual_seed(s) for s in batch["seeds"]]
             tokens = None  # (B_img, N, D), encoded in fp32 outside autocast
             if inputs.images is not None or inputs.latents is not None:
+                has_image = inputs.batch.has_image.tolist()
                 tokens = self.processor.encode_images(
-                    inputs.images, inputs.latents, generator=self.generator
+                    inputs.images,
+                    inputs.latents,
+                    generator=[g for g, has in zip(gens, has_image) if has],
                 )
             with autocast:
-                out = self.train_model(inputs.batch, tokens, generator=self.generator)
+                out = self.train_model(inputs.batch, tokens, generator=gens)
             n_samples += batch["n"]
             if self.dist.distributed:  # normalised by the global token counts of the batch
                 loss, logged = global_mean_loss(
@@ -522,7 +522,7 @@ class Trainer:
         final = ckpt.checkpoint_path(self.out, self.step)
         weights, ema = self._full_weights()
         optimizer_state = full_optimizer_state(self.model, self.optimizer)
-        rngs = gather_objects(ckpt.rng_state(self.generator))
+        rngs = gather_objects(ckpt.rng_state())
         if self.dist.is_main:
             with ckpt.atomic_directory(final) as tmp:
                 MMAR(self.model, self.processor).save_pretrained(tmp, ema_state_dict=ema, **weights)
@@ -532,7 +532,6 @@ class Trainer:
                     self.optimizer,
                     self.lr_scheduler,
                     self.ema,
-                    self.generator,
                     optimizer_state=optimizer_state,
                     rng_states=rngs,
                 )
