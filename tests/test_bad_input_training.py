@@ -1,5 +1,6 @@
 """Bad input to training runs (issue 9): --resume says where it resumes and refuses too few
-steps; kill -9 during a checkpoint save never loses the newest complete checkpoint.
+steps; a sample's training draws do not depend on its batch or rank (so N processes compute the
+step of one); kill -9 during a checkpoint save never loses the newest complete checkpoint.
 
 The fault tests fork the test process (torch already imported: no interpreter start-up) into a
 tiny training run and SIGKILL it at a chosen point inside the checkpoint writer, or at a random

@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue from the newest readable checkpoint in OUT (optimizer, "
-        "scheduler, EMA, RNG states and data position included); a damaged newest checkpoint "
-        "is reported by file and the one before it is used",
+        "scheduler, EMA, RNG states and data position included) and print its step; a damaged "
+        "newest checkpoint is reported by file and the one before it is used; train.steps "
+        "(--steps) must be at least the step already done",
     )
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     add_set_option(
