@@ -172,6 +172,21 @@ def test_temperature_with_deterministic_ddim_warns(model):
         model.generate_tokens(["a"], S, temperature=0.5)
 
 
+def test_dpm_solver_samples_deterministically_and_ignores_temperature(model):
+    s = S.replace(scheduler="dpm++2m", num_steps=4)
+    prompts = ["digit one", "a red circle"]
+    a = tokens(model, prompts, s, seed=7)
+    assert torch.isfinite(a).all() and a.std() > 0.1
+    assert torch.equal(a, tokens(model, prompts, s, seed=7))
+    # batch-invariant up to the rounding of batched kernels (as test_batch_invariance)
+    torch.testing.assert_close(
+        a, tokens(model, prompts, s.replace(batch_size=1), seed=7), rtol=0, atol=1e-4
+    )
+    assert (a - tokens(model, prompts, S, seed=7)).abs().max() > 1e-2  # not DDIM's tokens
+    with pytest.warns(UserWarning, match="no effect"):
+        model.generate_tokens(["a"], s, temperature=0.5)
+
+
 def test_empty_prompt_list_raises(model):
     with pytest.raises(ValueError, match="prompts is empty"):
         model.generate_images([], S)
@@ -180,7 +195,7 @@ def test_empty_prompt_list_raises(model):
 @pytest.mark.parametrize(
     "bad, match",
     [
-        ({"scheduler": "euler"}, "scheduler"),
+        ({"scheduler": "euler"}, r"scheduler: must be one of \['ddim', 'ddpm', 'dpm\+\+2m'\]"),
         ({"num_steps": 0}, "num_steps"),
         ({"batch_size": -2}, "batch_size"),
         ({"guidance": 3.0}, "no field"),

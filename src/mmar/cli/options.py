@@ -37,7 +37,12 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "image",
         "classifier-free guidance scale w (1 = none), ramped with the revealed fraction",
     ),
-    "scheduler": ("--scheduler", str, "image", "the diffusion head's noise scheduler: ddim | ddpm"),
+    "scheduler": (
+        "--scheduler",
+        str,
+        "image",
+        "the diffusion head's noise scheduler: ddim | ddpm | dpm++2m",
+    ),
     "num_steps": (
         "--num-steps",
         int,
@@ -113,8 +118,10 @@ def add_sampling_options(p: argparse.ArgumentParser, image: bool = True, text: b
     g = p.add_argument_group("sampling (default: the checkpoint's recommended SamplingConfig)")
     for field, (flag, tp, task, help_) in _SAMPLING_FLAGS.items():
         if task == "both" or (task == "image" and image) or (task == "text" and text):
-            kw: dict[str, Any] = {"choices": ["ddim", "ddpm"]} if field == "scheduler" else {}
-            g.add_argument(flag, dest=field, type=tp, default=None, help=help_, **kw)
+            # no argparse choices for --scheduler: the list lives in mmar.diffusion.schedulers
+            # (importing it imports torch, and --help stays instant); SamplingConfig.validate
+            # refuses an unknown name with the list
+            g.add_argument(flag, dest=field, type=tp, default=None, help=help_)
 
 
 def sampling_from_args(base: SamplingConfig, args: argparse.Namespace) -> SamplingConfig:

@@ -170,8 +170,6 @@ class Trainer:
         self.precision: PrecisionChoice = gather_objects(
             resolve_precision(tc.precision, self.device)
         )[0]
-        if self.dist.is_main:
-            print(f"precision: {self.precision.reason}", file=sys.stderr)
         torch.manual_seed(tc.seed)
 
         from mmar.data import build_dataset
@@ -574,6 +572,7 @@ class Trainer:
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             self.cfg.to_yaml(self.out / "config.yaml")
+            print(f"precision: {self.precision.reason}", file=sys.stderr)
         start, start_step, start_samples = time.perf_counter(), self.step, self.samples
         window_t, window_samples, nan_in_row, stopped = start, 0, 0, "completed"
         bar = tqdm(
