@@ -165,6 +165,19 @@ def test_out_dir_guards(tmp_path):
         Trainer(tiny("train.batch_size=4"), tmp_path, resume=True)
 
 
+def test_resume_of_a_checkpoint_from_before_a_new_field(tmp_path):
+    """A field added to the configs after a checkpoint was written takes its default on
+    --resume (the checkpoint could not have set it); the precision may change (a machine's)."""
+    Trainer(tiny("train.steps=2", "train.ckpt_every=1"), tmp_path).fit()
+    state = ckpt.latest_checkpoint(tmp_path) / ckpt.STATE_DIR / "state.json"
+    info = json.loads(state.read_text())
+    del info["run_config"]["data"]["max_unreadable_share"]  # as if written before it existed
+    del info["run_config"]["model"]["image_tokenizer"]["seed"]
+    state.write_text(json.dumps(info))
+    summary = Trainer(tiny("train.steps=3", "train.precision=auto"), tmp_path, resume=True).fit()
+    assert summary["step"] == 3
+
+
 def test_callbacks_see_every_step_in_order(tmp_path):
     calls = []
 

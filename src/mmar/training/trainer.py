@@ -102,6 +102,9 @@ RESUMABLE_CHANGES = {
     "keep_last",
     "max_nan_in_row",
     "device",
+    # the compute precision is a property of the machine (precision: auto measures it), and a
+    # run may resume on another one; fp32 master weights and optimiser states are the same
+    "precision",
 }
 # sections a resumed run may change: checkpoints hold full tensors keyed by name (any world
 # size); the recommended sampling settings saved with the model do not affect training, and
@@ -111,6 +114,16 @@ RESUMABLE_SECTIONS = {"parallel", "model.sampling", "model.backbone.attention"}
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a NaN/inf loss or gradient."""
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's run config with the fields added since it was written at their defaults
+    (a field it lacks did not exist then, so it was not set otherwise); as saved when it no
+    longer parses (the diff then names what changed)."""
+    try:
+        return RunConfig.from_dict(saved).to_dict()
+    except ConfigError:
+        return saved
 
 
 def _config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -328,7 +341,7 @@ class Trainer:
             model=self.model,
             rank=self.dist.rank,
         )
-        diff = _config_diff(info["run_config"], self.cfg.to_dict())
+        diff = _config_diff(_with_defaults(info["run_config"]), self.cfg.to_dict())
         if diff:
             raise ConfigError(
                 f"--resume: {path} was trained with another config ({'; '.join(diff[:6])}); "
