@@ -223,6 +223,14 @@ def test_unknown_and_cut_prompt_words_warn_once_per_call(model):
     assert "prompts 0, 2, 4" in msg and "prompt 3" in msg
 
 
+def test_cli_prints_the_prompt_warning_as_one_line(ckpt, tmp_path):
+    rc, _, err = generate(ckpt, tmp_path / "out", ["a purple hexagon"])
+    assert rc == 0
+    lines = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(lines) == 1 and lines[0].startswith("mmar generate: warning: "), err
+    assert "'purple'" in lines[0] and "UserWarning" not in err
+
+
 def test_known_prompt_words_do_not_warn(model):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from collections.abc import Callable
 
 # (module, one-line help). The order is the order shown by `mmar --help`.
 COMMANDS = [
@@ -86,11 +88,24 @@ def error_message(e: BaseException) -> str | None:
     return " ".join(msg.split())
 
 
+def _one_line_warnings(command: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints "mmar COMMAND: warning: message" on one line
+    (Python's default adds the source file, line and code of the warn() call)."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kw: object) -> None:
+        print(f"mmar {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # --debug: Python's own format, with where the warning came from
+                warnings.showwarning = _one_line_warnings(args.command)
+            rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
