@@ -369,6 +369,7 @@ GENERATE_FLAGS = {
     "--guidance-scale": "float",
     "--scheduler": "scheduler",
     "--num-steps": "int",
+    "--num-steps-final": "int",
     "--eta": "float",
     "--temperature": "float",
     "--batch-size": "int",

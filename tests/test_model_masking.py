@@ -83,3 +83,14 @@ def test_guidance_ramp_endpoints():
     assert guidance_ramp(3.0, 16, 16) == 1.0
     assert guidance_ramp(3.0, 16, 0) == 3.0
     assert guidance_ramp(3.0, 16, 8) == 2.0
+
+
+def test_annealed_steps_fall_linearly_from_first_to_final():
+    from mmar.model.masking import annealed_steps
+
+    assert annealed_steps(50, 10, 5) == [50, 40, 30, 20, 10]
+    assert annealed_steps(50, None, 3) == [50, 50, 50]
+    assert annealed_steps(50, 10, 1) == [50]
+    assert annealed_steps(8, 8, 4) == [8, 8, 8, 8]
+    steps = annealed_steps(50, 5, 16)
+    assert steps[0] == 50 and steps[-1] == 5 and steps == sorted(steps, reverse=True)

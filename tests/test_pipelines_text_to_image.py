@@ -187,6 +187,28 @@ def test_dpm_solver_samples_deterministically_and_ignores_temperature(model):
         model.generate_tokens(["a"], s, temperature=0.5)
 
 
+def test_annealed_diffusion_steps_per_iteration(model, monkeypatch):
+    """num_steps_final: iteration k runs the steps annealed_steps gives; equal to num_steps it is
+    exactly the unannealed sampler."""
+    calls = []
+    real = t2i_module.sample_tokens
+
+    def spy(head, cond, scheduler, num_steps, **kw):
+        calls.append(num_steps)
+        return real(head, cond, scheduler, num_steps, **kw)
+
+    monkeypatch.setattr(t2i_module, "sample_tokens", spy)
+    s = S.replace(num_iter=4, num_steps=9, num_steps_final=3, scheduler="ddpm", temperature=1.0)
+    a = tokens(model, ["digit one", "a red circle"], s, seed=2)
+    assert calls == [9, 7, 5, 3] and torch.isfinite(a).all()
+    alone = tokens(model, ["a red circle"], s, seed=3)  # batch-invariant with annealing too
+    torch.testing.assert_close(alone[0], a[1], rtol=0, atol=1e-4)
+    same = S.replace(num_steps=4, num_steps_final=4)
+    assert torch.equal(
+        tokens(model, ["digit one"], same), tokens(model, ["digit one"], S.replace(num_steps=4))
+    )
+
+
 def test_empty_prompt_list_raises(model):
     with pytest.raises(ValueError, match="prompts is empty"):
         model.generate_images([], S)
@@ -198,6 +220,7 @@ def test_empty_prompt_list_raises(model):
         ({"scheduler": "euler"}, r"scheduler: must be one of \['ddim', 'ddpm', 'dpm\+\+2m'\]"),
         ({"num_steps": 0}, "num_steps"),
         ({"batch_size": -2}, "batch_size"),
+        ({"num_steps_final": 4}, r"num_steps_final: must be in \[1, num_steps = 3\]"),
         ({"guidance": 3.0}, "no field"),
     ],
 )

@@ -49,6 +49,13 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "image",
         "diffusion steps per token (at most the model's diffusion.num_timesteps)",
     ),
+    "num_steps_final": (
+        "--num-steps-final",
+        int,
+        "image",
+        "diffusion-step annealing: the steps fall linearly over the masked-AR iterations from "
+        "--num-steps to this (DiSA); unset = the checkpoint's (default: no annealing)",
+    ),
     "eta": ("--eta", float, "image", "DDIM stochasticity in [0, 1] (0 = deterministic)"),
     "temperature": (
         "--temperature",

@@ -190,6 +190,10 @@ class SamplingConfig(Config):
         (DPM-Solver++(2M): deterministic, second order; see mmar.diffusion.schedulers).
       num_steps: respaced diffusion steps per token (at most the diffusion's num_timesteps,
         checked by ``MMARConfig.check_sampling``).
+      num_steps_final: diffusion-step annealing (DiSA, Zhao et al. 2025): the steps fall
+        linearly over the masked-AR iterations from num_steps at the first to num_steps_final
+        at the last (later tokens are conditioned on more revealed ones, so their distribution
+        is narrower and needs fewer steps). None = num_steps at every iteration.
       eta: DDIM stochasticity (0 = deterministic; 1 = DDPM's variance). DDIM only.
       temperature: tau, scales the noise the scheduler injects at each step (DDPM, or DDIM
         with eta > 0). It has no effect with DDIM at eta = 0 or DPM-Solver++, which inject none.
@@ -206,6 +210,7 @@ class SamplingConfig(Config):
     guidance_scale: float = 3.0
     scheduler: Literal["ddim", "ddpm", "dpm++2m"] = "ddim"
     num_steps: int = 50
+    num_steps_final: int | None = None
     eta: float = 0.0
     temperature: float = 1.0
     max_new_tokens: int = 32
@@ -227,6 +232,12 @@ class SamplingConfig(Config):
             self.scheduler in SCHEDULERS,
             f"{n}.scheduler",
             f"must be one of {list(SCHEDULERS)}, got {self.scheduler!r}; e.g. scheduler: ddpm",
+        )
+        check(
+            self.num_steps_final is None or 1 <= self.num_steps_final <= self.num_steps,
+            f"{n}.num_steps_final",
+            f"must be in [1, num_steps = {self.num_steps}] or null (no annealing), got "
+            f"{self.num_steps_final}; e.g. num_steps_final: 10",
         )
         check(
             0.0 <= self.eta <= 1.0,

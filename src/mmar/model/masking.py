@@ -128,3 +128,16 @@ def guidance_ramp(guidance_scale: float, num_tokens: int, num_masked: int) -> fl
     """Guidance scale ramped with the revealed fraction (MAR/Muse): w_k = 1 + (w - 1)(N - m_k)/N,
     with m_k the tokens still masked after step k."""
     return 1.0 + (guidance_scale - 1.0) * (num_tokens - num_masked) / num_tokens
+
+
+def annealed_steps(num_steps: int, num_steps_final: int | None, iterations: int) -> list[int]:
+    """Diffusion steps per masked-AR iteration (DiSA's linear annealing): round(S0 + (S1 - S0)
+    k / (I - 1)) for k = 0..I-1, from S0 = num_steps to S1 = num_steps_final; every iteration
+    num_steps when num_steps_final is None (or I = 1).
+
+    iterations: the iterations that reveal tokens (``len(list(reveal_steps(...)))``, at most N).
+    """
+    if num_steps_final is None or iterations == 1:
+        return [num_steps] * iterations
+    span = num_steps_final - num_steps
+    return [round(num_steps + span * k / (iterations - 1)) for k in range(iterations)]

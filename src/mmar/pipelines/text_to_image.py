@@ -8,7 +8,8 @@
     for k in 0..K-1:   m_k = reveal_schedule(N, K)[k]
         h   = backbone(EmbeddingViT(x) at the N slots | cache)      (cond and uncond: one batch)
         z   = h + pos;  reveal order[m_k : m_{k-1}]                  (reveal_steps)
-        x_i = sample_tokens(head, z_i^c, z_i^u, w_k = 1 + (w-1)(N - m_k)/N, tau)   for those i
+        x_i = sample_tokens(head, z_i^c, z_i^u, w_k = 1 + (w-1)(N - m_k)/N, tau, S_k)   those i
+              S_k: num_steps, or annealed linearly to num_steps_final over the iterations
     image = decode(unpatchify(x))
 
 The cache is cropped back to the prefix after each iteration, so every iteration sees the same
@@ -26,7 +27,7 @@ from PIL import Image
 from mmar.diffusion.sampling import noise_draws, sample_tokens
 from mmar.diffusion.schedulers import NoiseScheduler, build_noise_scheduler
 from mmar.model.config import SamplingConfig
-from mmar.model.masking import guidance_ramp, random_orders, reveal_steps
+from mmar.model.masking import annealed_steps, guidance_ramp, random_orders, reveal_steps
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
 from mmar.pipelines.base import (
@@ -131,8 +132,10 @@ class TextToImagePipeline:
         orders = torch.cat([random_orders(1, N, g, dev) for g in gens])    # (B, N)
         tokens = torch.zeros(B, N, D, device=dev)
         masked = torch.ones(B, N, dtype=torch.bool, device=dev)
-        draws = noise_draws(scheduler, s.num_steps, s.temperature)        # x_T + noisy steps
-        for m, reveal in reveal_steps(orders, s.num_iter):                 # reveal: (B, r)
+        reveals = list(reveal_steps(orders, s.num_iter))                   # [(m_k, (B, r_k))]
+        steps = annealed_steps(s.num_steps, s.num_steps_final, len(reveals))
+        for (m, reveal), n_steps in zip(reveals, steps):                   # reveal: (B, r)
+            draws = noise_draws(scheduler, n_steps, s.temperature)        # x_T + noisy steps
             img = model.vit(model.with_mask_token(tokens, masked))         # (B, N, W)
             img = torch.cat([img, img]) if guided else img                 # (B2, N, W)
             if use_cache:
@@ -149,7 +152,7 @@ class TextToImagePipeline:
             # each image's noise from its own generator: (draws, B r, D)
             noise = torch.stack([torch.randn(draws, reveal.shape[1], D, generator=g, device=dev)
                                  for g in gens], dim=1).flatten(1, 2)
-            x0 = sample_tokens(model.head, cond, scheduler, s.num_steps, uncond=uncond,
+            x0 = sample_tokens(model.head, cond, scheduler, n_steps, uncond=uncond,
                                guidance_scale=guidance_ramp(s.guidance_scale, N, m),
                                temperature=s.temperature, noise=noise)     # (B r, D)
             tokens.scatter_(1, reveal[..., None].expand(-1, -1, D), x0.view(B, -1, D).float())
