@@ -242,17 +242,21 @@ class RowSpec:
     scheduler: str
     steps: int
     temperature: float | None
+    steps_final: int | None = None  # mmar's diffusion-step annealing (num_steps_final)
 
     @property
     def name(self) -> str:
         t = "" if self.temperature is None else f" T={self.temperature:g}"
-        return f"{self.system} {self.scheduler} {self.steps}{t}"
+        final = "" if self.steps_final is None else f">{self.steps_final}"
+        return f"{self.system} {self.scheduler} {self.steps}{final}{t}"
 
 
 def parse_rows(system: str, text: str) -> list[RowSpec]:
-    """``"ddpm:50:0.8,ddim:10"`` (mmar) or ``"50,1000:0.8"`` (MAR) -> row specs.
+    """``"ddpm:50:0.8,ddim:10,dpm++2m:10,ddpm:50>10"`` (mmar) or ``"50,1000:0.8"`` (MAR) -> rows.
 
-    mmar: ``scheduler:steps[:temperature]``; MAR: ``steps[:temperature]`` (its sampler is DDPM).
+    mmar: ``scheduler:steps[:temperature]``, scheduler ddpm | ddim | dpm++2m, steps ``S`` or
+    ``S>F`` (annealed from S at the first masked-AR iteration to F at the last); MAR:
+    ``steps[:temperature]`` (its sampler is DDPM).
     """
     rows = []
     for item in (s.strip() for s in text.split(",")):
@@ -261,14 +265,21 @@ def parse_rows(system: str, text: str) -> list[RowSpec]:
         parts = item.split(":")
         if system == "mar":
             parts = ["ddpm", *parts]
-        if len(parts) not in (2, 3) or parts[0] not in ("ddpm", "ddim"):
+        schedulers = ("ddpm", "ddim", "dpm++2m") if system == "mmar" else ("ddpm",)
+        annealed = system == "mmar" and ">" in parts[1] if len(parts) > 1 else False
+        if len(parts) not in (2, 3) or parts[0] not in schedulers:
             form = "scheduler:steps[:temperature]" if system == "mmar" else "steps[:temperature]"
             raise ValueError(f"--{system}-rows: bad row {item!r}; expected {form}")
-        steps = int(parts[1])
-        if steps < 1:
-            raise ValueError(f"--{system}-rows: steps must be >= 1 in {item!r}")
+        first, _, last = parts[1].partition(">") if annealed else (parts[1], "", "")
+        if not (first.isdigit() and (not last or last.isdigit())):
+            raise ValueError(
+                f"--{system}-rows: steps must be an integer (mmar: or S>F) in {item!r}"
+            )
+        steps, final = int(first), int(last) if last else None
+        if steps < 1 or (final is not None and not 1 <= final <= steps):
+            raise ValueError(f"--{system}-rows: steps must be >= 1 (S>F: 1 <= F <= S) in {item!r}")
         temp = float(parts[2]) if len(parts) == 3 else None
-        rows.append(RowSpec(system, parts[0], steps, temp))
+        rows.append(RowSpec(system, parts[0], steps, temp, final))
     if not rows:
         raise ValueError(f"--{system}-rows: no rows")
     return rows
@@ -276,8 +287,8 @@ def parse_rows(system: str, text: str) -> list[RowSpec]:
 
 def resolve_temperature(row: RowSpec, mmar_default: float) -> RowSpec:
     """The temperature a row samples at: given, else mmar's recommended one (DDPM), none for
-    mmar's DDIM (eta = 0 injects no noise), MAR's default 1.0 for MAR."""
-    if row.system == "mmar" and row.scheduler == "ddim":
+    mmar's DDIM (eta = 0) and DPM-Solver++ (no noise injected), MAR's default 1.0 for MAR."""
+    if row.system == "mmar" and row.scheduler in ("ddim", "dpm++2m"):  # inject no noise
         return replace(row, temperature=None)
     if row.temperature is not None:
         return row
@@ -531,7 +542,9 @@ def sample_rows(
     diffusions = {n: code.create_diffusion(str(n), "cosine") for n in {2, *(r.steps for r in rows)}}
 
     def run_mmar(row: RowSpec, idx: list[int], seed: int) -> torch.Tensor:
-        s = base.replace(scheduler=row.scheduler, num_steps=row.steps)
+        s = base.replace(
+            scheduler=row.scheduler, num_steps=row.steps, num_steps_final=row.steps_final
+        )
         s = s.replace(temperature=1.0 if row.temperature is None else row.temperature)
         tokens = mmar_model.generate_tokens([prompts[i] for i in idx], s, seed=seed)
         return mmar_model.processor.decode_tokens(tokens)
@@ -606,8 +619,10 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument(
         "--mmar-rows",
-        default="ddpm:50,ddpm:25,ddpm:10,ddim:10",
-        help="scheduler:steps[:temperature],... (default temperature: the model's recommended)",
+        default="ddpm:50,ddpm:25,ddpm:10,ddim:10,dpm++2m:10,dpm++2m:5,ddpm:50>10",
+        help="scheduler:steps[:temperature],... with scheduler ddpm | ddim | dpm++2m and steps S "
+        "or S>F (annealed from S to F over the masked-AR iterations); default temperature: the "
+        "model's recommended",
     )
     ap.add_argument(
         "--mar-rows",

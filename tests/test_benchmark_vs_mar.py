@@ -38,7 +38,14 @@ def test_parse_rows(vs_mar):
         ("ddpm", 1000, 0.8),
     ]
     assert rows[1].name == "mar ddpm 1000 T=0.8"
-    for system, bad in [("mmar", "50"), ("mmar", "euler:10"), ("mar", "0"), ("mar", "")]:
+    rows = vs_mar.parse_rows("mmar", "dpm++2m:10,ddpm:50>10:0.8")
+    assert [(r.scheduler, r.steps, r.steps_final, r.temperature) for r in rows] == [
+        ("dpm++2m", 10, None, None),
+        ("ddpm", 50, 10, 0.8),
+    ]
+    assert rows[1].name == "mmar ddpm 50>10 T=0.8"
+    bad_rows = [("mmar", "50"), ("mmar", "euler:10"), ("mmar", "ddpm:10>20"), ("mar", "0")]
+    for system, bad in [*bad_rows, ("mar", "50>10"), ("mar", "dpm++2m:10"), ("mar", "")]:
         with pytest.raises(ValueError, match=f"--{system}-rows"):
             vs_mar.parse_rows(system, bad)
 
@@ -48,6 +55,7 @@ def test_resolve_temperature(vs_mar):
     assert vs_mar.resolve_temperature(r("mmar", "ddpm", 50, None), 0.8).temperature == 0.8
     assert vs_mar.resolve_temperature(r("mmar", "ddpm", 50, 0.5), 0.8).temperature == 0.5
     assert vs_mar.resolve_temperature(r("mmar", "ddim", 10, 0.5), 0.8).temperature is None
+    assert vs_mar.resolve_temperature(r("mmar", "dpm++2m", 10, None), 0.8).temperature is None
     assert vs_mar.resolve_temperature(r("mar", "ddpm", 50, None), 0.8).temperature == 1.0
 
 
