@@ -364,22 +364,15 @@ def train_mmar(
     budget_s: float, seed: int, device: torch.device, work: Path, overrides: list[str]
 ) -> tuple[Any, dict[str, Any]]:
     """Train mmar as `mmar quickstart` does, steps calibrated to ``budget_s`` -> (MMAR, info)."""
-    from mmar.cli.quickstart import STAGE_SHARE, calibrate_steps
+    from mmar.cli.quickstart import calibrate_steps, sized, stage_steps
     from mmar.pipelines.mmar import MMAR
     from mmar.training.config import load_preset
     from mmar.training.trainer import Trainer
 
     stage1, common = mmar_configs(seed, device, overrides)
     total, sec_per_step = calibrate_steps(stage1, budget_s)
-    steps1 = max(1, round(total * STAGE_SHARE))
-    steps2 = max(1, total - steps1)
+    steps1, steps2 = stage_steps(total)
     log(f"mmar: calibration {sec_per_step * 1000:.0f} ms/step -> {steps1} + {steps2} steps")
-
-    def sized(cfg: Any, steps: int) -> Any:  # as quickstart: warm-up at most a tenth of the run
-        warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
-        return cfg.replace(
-            train=cfg.train.replace(steps=steps), optim=cfg.optim.replace(warmup_steps=warm)
-        )
 
     t0 = time.perf_counter()
     s1 = Trainer(sized(stage1, steps1), work / "stage1").fit()

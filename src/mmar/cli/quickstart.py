@@ -83,6 +83,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def stage_steps(total: int) -> tuple[int, int]:
+    """Split ``total`` optimisation steps between stage 1 (STAGE_SHARE) and stage 2."""
+    steps1 = max(1, round(total * STAGE_SHARE))
+    return steps1, max(1, total - steps1)
+
+
+def sized(cfg: RunConfig, steps: int) -> RunConfig:
+    """``cfg`` trained for ``steps``, its warm-up at most a tenth of them."""
+    warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
+    return cfg.replace(
+        train=cfg.train.replace(steps=steps), optim=cfg.optim.replace(warmup_steps=warm)
+    )
+
+
 def calibrate_steps(stage1: RunConfig, budget_s: float, probe_steps: int = 12) -> tuple[int, float]:
     """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run."""
     from mmar.training.trainer import Trainer
@@ -160,21 +174,14 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         total = args.steps
-    steps1 = max(1, round(total * STAGE_SHARE))
-    steps2 = max(1, total - steps1)
-
-    def stage_cfg(cfg: RunConfig, steps: int) -> RunConfig:
-        warm = min(cfg.optim.warmup_steps, max(0, steps // 10))
-        return cfg.replace(
-            train=cfg.train.replace(steps=steps), optim=cfg.optim.replace(warmup_steps=warm)
-        )
+    steps1, steps2 = stage_steps(total)
 
     t_train = time.perf_counter()
-    s1 = Trainer(stage_cfg(stage1, steps1), out / "stage1").fit()
+    s1 = Trainer(sized(stage1, steps1), out / "stage1").fit()
     stage2 = load_preset(
         "quickstart_stage2", [*seed, f"train.init_from={out / 'stage1' / 'final'}"]
     )
-    s2 = Trainer(stage_cfg(stage2, steps2), out / "stage2").fit()
+    s2 = Trainer(sized(stage2, steps2), out / "stage2").fit()
     train_s = time.perf_counter() - t_train
 
     # The final model at the top of OUT, so that MMAR.from_pretrained(OUT) loads it.
