@@ -364,10 +364,8 @@ def train_mmar(
     budget_s: float, seed: int, device: torch.device, work: Path, overrides: list[str]
 ) -> tuple[Any, dict[str, Any]]:
     """Train mmar as `mmar quickstart` does, steps calibrated to ``budget_s`` -> (MMAR, info)."""
-    from mmar.cli.quickstart import calibrate_steps, sized, stage_steps
+    from mmar.cli.quickstart import calibrate_steps, stage_steps, train_two_stages
     from mmar.pipelines.mmar import MMAR
-    from mmar.training.config import load_preset
-    from mmar.training.trainer import Trainer
 
     stage1, common = mmar_configs(seed, device, overrides)
     total, sec_per_step = calibrate_steps(stage1, budget_s)
@@ -375,11 +373,7 @@ def train_mmar(
     log(f"mmar: calibration {sec_per_step * 1000:.0f} ms/step -> {steps1} + {steps2} steps")
 
     t0 = time.perf_counter()
-    s1 = Trainer(sized(stage1, steps1), work / "stage1").fit()
-    stage2 = load_preset(
-        "quickstart_stage2", [*common, f"train.init_from={work / 'stage1' / 'final'}"]
-    )
-    s2 = Trainer(sized(stage2, steps2), work / "stage2").fit()
+    s1, s2 = train_two_stages(stage1, common, work, total, deadline=t0 + budget_s)
     seconds = time.perf_counter() - t0
     model = MMAR.from_pretrained(s2["final"], device=device)  # EMA weights
     info = {

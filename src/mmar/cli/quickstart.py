@@ -4,7 +4,9 @@ The job, on the built-in default (2 CPU cores, ~15 minutes wall):
   1. calibrate: time a few training steps on this machine, so that the run fits the budget with
      a complete learning-rate schedule (a run cut short by a timer would end at a high lr);
   2. stage 1, mask ratio in [0.7, 1.0], then stage 2, mask ratio in [0, 1.0], from stage 1's EMA
-     weights (the paper's two-stage recipe; presets quickstart_stage1/2);
+     weights (the paper's two-stage recipe; presets quickstart_stage1/2); stage 2 is re-sized to
+     the training time left at stage 1's measured speed, so that a calibration thrown off by a
+     busy moment costs neither the budget nor steps;
   3. evaluate the EMA model with the sampling settings the presets recommend (saved in the model:
      K = 16, guidance 3, DDPM 50 steps at temperature 0.8): T2I accuracy and classifier-FID
      (against held-out real digits, with the real-vs-real floor), caption accuracy, text NLL,
@@ -17,12 +19,14 @@ The job, on the built-in default (2 CPU cores, ~15 minutes wall):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mmar.cli.options import CliError, add_device_option, add_set_option, check_out_dir
 
@@ -97,21 +101,70 @@ def sized(cfg: RunConfig, steps: int) -> RunConfig:
     )
 
 
-def calibrate_steps(stage1: RunConfig, budget_s: float, probe_steps: int = 12) -> tuple[int, float]:
-    """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run."""
+def calibrate_steps(
+    stage1: RunConfig, budget_s: float, probe_steps: int = 16, warmup: int = 4
+) -> tuple[int, float]:
+    """Steps that fit ``budget_s`` here: time ``probe_steps`` real steps of the stage-1 run.
+
+    The time per step is the median interval between step ends after the first ``warmup``
+    steps: model building, the first batches, the final save and the loss plot (seconds, on a
+    cold disk) stay out of it, and so does one slow step. Those costs are real but paid once per
+    stage; :func:`train_two_stages` corrects for what the probe misses.
+    """
     from mmar.training.trainer import Trainer
 
+    if probe_steps < warmup + 2:
+        raise ValueError(f"probe_steps must be >= warmup + 2 = {warmup + 2}, got {probe_steps}")
     probe = stage1.replace(
         train=stage1.train.replace(
             steps=probe_steps, ckpt_every=0, progress=False, log_every=probe_steps
         ),
         optim=stage1.optim.replace(warmup_steps=0),
     )
+    ends: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        summary = Trainer(probe, Path(tmp) / "probe").fit()
-    # fit() times model-building and the final save too, so this slightly under-estimates speed
-    sec_per_step = summary["elapsed_s"] / probe_steps
+        Trainer(
+            probe, Path(tmp) / "probe", callbacks=[lambda t, r: ends.append(time.perf_counter())]
+        ).fit()
+    steady = ends[warmup - 1 :]
+    sec_per_step = statistics.median(b - a for a, b in itertools.pairwise(steady))
     return max(2, int(budget_s / sec_per_step)), sec_per_step
+
+
+def train_two_stages(
+    stage1: RunConfig,
+    stage2_overrides: list[str],
+    out: Path,
+    steps: int,
+    deadline: float | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stage 1 (preset quickstart_stage1 as given) for STAGE_SHARE of ``steps``, then stage 2
+    (preset quickstart_stage2 with ``stage2_overrides``) from stage 1's EMA weights, in
+    ``out/stage1`` and ``out/stage2``; returns both trainers' summaries.
+
+    With a ``deadline`` (a ``time.perf_counter()`` value by which training should end), stage 2
+    gets the steps that fit the time left at stage 1's measured speed (build and save
+    included) instead of the planned ones, so the budget holds whatever the calibration said.
+    """
+    from mmar.training.config import load_preset
+    from mmar.training.trainer import Trainer
+
+    steps1, steps2 = stage_steps(steps)
+    s1 = Trainer(sized(stage1, steps1), out / "stage1").fit()
+    if deadline is not None:
+        sec_per_step = s1["elapsed_s"] / max(s1["step"], 1)
+        left = deadline - time.perf_counter()
+        fitted = max(1, int(left / sec_per_step))
+        print(
+            f"stage 2: {fitted} steps (planned {steps2}): {left / 60:.1f} min left at stage 1's "
+            f"{sec_per_step * 1000:.0f} ms/step"
+        )
+        steps2 = fitted
+    stage2 = load_preset(
+        "quickstart_stage2", [*stage2_overrides, f"train.init_from={out / 'stage1' / 'final'}"]
+    )
+    s2 = Trainer(sized(stage2, steps2), out / "stage2").fit()
+    return s1, s2
 
 
 def sample_grid(model: MMAR, out_png: Path, per_row: int, seed: int) -> list[str]:
@@ -151,7 +204,6 @@ def write_captions(model: MMAR, out_txt: Path, n: int = 20) -> float:
 def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
-    from mmar.training.trainer import Trainer
 
     out = check_out_dir(args.out)
     if args.n_per_class < 1:
@@ -165,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     seed = [f"train.seed={args.seed}", f"train.device={device}", *args.overrides]
     stage1 = load_preset("quickstart_stage1", seed)
     t_start = time.perf_counter()
+    deadline = None
     if args.steps is None:
         budget = args.minutes * 60 * TRAIN_SHARE
         total, sec_per_step = calibrate_steps(stage1, budget - (time.perf_counter() - t_start))
@@ -172,16 +225,12 @@ def run(args: argparse.Namespace) -> int:
             f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
             f"for {budget / 60:.1f} min of training"
         )
+        deadline = t_start + budget
     else:
         total = args.steps
-    steps1, steps2 = stage_steps(total)
 
     t_train = time.perf_counter()
-    s1 = Trainer(sized(stage1, steps1), out / "stage1").fit()
-    stage2 = load_preset(
-        "quickstart_stage2", [*seed, f"train.init_from={out / 'stage1' / 'final'}"]
-    )
-    s2 = Trainer(sized(stage2, steps2), out / "stage2").fit()
+    s1, s2 = train_two_stages(stage1, seed, out, total, deadline)
     train_s = time.perf_counter() - t_train
 
     # The final model at the top of OUT, so that MMAR.from_pretrained(OUT) loads it.
