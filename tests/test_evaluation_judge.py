@@ -209,3 +209,6 @@ def test_evaluate_digits_with_a_fake_model(mnist, cache_dir, judge):
     assert res["classifier_fid"] < 3 * res["classifier_fid_real_floor"]
     table = format_results(res)
     assert "classifier-FID (judge features)" in table and "judge held-out acc" in table
+    assert "ddim steps=50 eta" in table  # SamplingConfig's defaults
+    annealed = {**res, "sampling": {**res["sampling"], "num_steps": 25, "num_steps_final": 5}}
+    assert "ddim steps=25>5 eta" in format_results(annealed)  # the annealing is shown

@@ -200,12 +200,15 @@ def _evaluate(
 def format_results(res: dict[str, Any]) -> str:
     """A readable two-column table of ``evaluate``'s result."""
     s = res["sampling"]
+    steps = str(s["num_steps"])
+    if s.get("num_steps_final") is not None:  # annealed over the masked-AR iterations
+        steps += f">{s['num_steps_final']}"
     rows = [
         ("dataset", f"{res['dataset']} ({res['image_size']} px), seed {res['seed']}"),
         (
             "sampling",
             f"K={s['num_iter']} guidance={s['guidance_scale']} "
-            f"{s['scheduler']} steps={s['num_steps']} eta={s['eta']} "
+            f"{s['scheduler']} steps={steps} eta={s['eta']} "
             f"T={s['temperature']}",
         ),
     ]
