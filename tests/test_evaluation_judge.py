@@ -212,3 +212,22 @@ def test_evaluate_digits_with_a_fake_model(mnist, cache_dir, judge):
     assert "ddim steps=50 eta" in table  # SamplingConfig's defaults
     annealed = {**res, "sampling": {**res["sampling"], "num_steps": 25, "num_steps_final": 5}}
     assert "ddim steps=25>5 eta" in format_results(annealed)  # the annealing is shown
+
+
+def test_multilabel_judge_learns_a_set_of_classes(tmp_path):
+    """labels: "multi": a multi-hot target per image (BCE), accuracy = whole set right."""
+    g = torch.Generator().manual_seed(0)
+    n, k = 600, 3
+    target = torch.rand(n, k, generator=g) < 0.5  # (N, K): which of 3 bright stripes is lit
+    x = torch.full((n, 1, 8, 8), -1.0)
+    for c in range(k):
+        x[target[:, c], 0, 2 * c + 1] = 1.0
+    cfg = JudgeConfig(dataset="stripes", image_size=8, num_classes=k, labels="multi", epochs=4)
+    j = get_judge(
+        cfg,
+        lambda split: (x[:500], target[:500]) if split == "train" else (x[500:], target[500:]),
+        tmp_path,
+    )
+    assert j.predict(x[500:]).shape == (100, k) and j.predict(x[500:]).dtype == torch.bool
+    assert j.heldout_accuracy >= 0.95
+    assert load_judge(j.cache_path).config.labels == "multi"

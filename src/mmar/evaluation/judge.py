@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -58,6 +59,11 @@ class JudgeConfig(Config):
     # bf16 autocast is available but off: measured on this CPU, mnist-4k x 3 epochs takes 2.9 s in
     # fp32 and 6.6 s under bf16 autocast (convolutions this small gain nothing from bf16).
     bf16: bool = False
+    # "single": one class per image (digits), cross-entropy, accuracy = argmax hit rate;
+    # "multi": a multi-hot (N, num_classes) target per image (shapes: which (colour, shape, size)
+    # kinds it shows), binary cross-entropy per class, accuracy = share of images whose whole
+    # predicted set (logit > 0) is right.
+    labels: Literal["single", "multi"] = "single"
 
     def validate(self) -> None:
         super().validate()
@@ -140,13 +146,24 @@ class Judge(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Predicted labels (B,) long, in eval mode."""
+        """Predicted labels in eval mode: (B,) long ("single"), or (B, num_classes) bool, the
+        classes whose logit is > 0 ("multi")."""
         with eval_mode(self):
-            return torch.cat([self(b).argmax(-1) for b in x.split(batch_size)])
+            logits = torch.cat([self(b) for b in x.split(batch_size)])
+        return logits.argmax(-1) if self.config.labels == "single" else logits > 0
 
     @torch.no_grad()
     def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> float:
-        return (self.predict(x) == labels.to(x.device)).float().mean().item()
+        """Share of images whose label ("single") or whole label set ("multi") is predicted."""
+        pred = self.predict(x)
+        hit = pred == labels.to(pred.device, pred.dtype)
+        return (hit if hit.ndim == 1 else hit.all(-1)).float().mean().item()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on class ids (B,), or binary cross-entropy on multi-hot (B, K)."""
+        if self.config.labels == "single":
+            return F.cross_entropy(logits.float(), labels)
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
 def build_judge(config: JudgeConfig) -> Judge:
@@ -169,9 +186,9 @@ def train_judge(
     test_labels: torch.Tensor,
     log: Callable[[str], None] | None = None,
 ) -> Judge:
-    """Train on (train_images (N, C, H, W) in [-1, 1], train_labels (N,)) only; measure accuracy on
-    the held-out (test_images, test_labels). AdamW, one-cycle LR, optional bf16 autocast, batches
-    shuffled from a generator seeded with ``config.seed``."""
+    """Train on (train_images (N, C, H, W) in [-1, 1], train_labels (N,) or multi-hot (N, K))
+    only; measure accuracy on the held-out (test_images, test_labels). AdamW, one-cycle LR,
+    optional bf16 autocast, batches shuffled from a generator seeded with ``config.seed``."""
     judge = build_judge(config).to(train_images.device)
     judge._check(train_images)
     g = torch.Generator().manual_seed(config.seed)
@@ -189,7 +206,7 @@ def train_judge(
         total = 0.0
         for idx in perm.split(config.batch_size):
             with torch.autocast(dev, dtype=torch.bfloat16, enabled=config.bf16):
-                loss = F.cross_entropy(judge(train_images[idx]).float(), train_labels[idx])
+                loss = judge.loss(judge(train_images[idx]), train_labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -243,7 +260,8 @@ def get_judge(
 ) -> Judge:
     """The cached judge for ``config``, training (and caching) it first when there is none.
 
-    load_split(split) -> (images (N, C, H, W) in [-1, 1], labels (N,)) for split "train" / "test".
+    load_split(split) -> (images (N, C, H, W) in [-1, 1], labels (N,) or multi-hot (N, K)) for
+    split "train" / "test".
     ``judge.cache_path`` and ``judge.from_cache`` say where it lives and whether it was reused.
     """
     path = Path(cache_dir or judge_cache_dir()) / f"{config.cache_key()}.safetensors"
