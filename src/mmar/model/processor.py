@@ -29,7 +29,7 @@ from PIL import Image
 from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.model.config import MMARConfig
 from mmar.model.files import CONFIG_FILE, IMAGE_TOKENIZER_FILE, TOKENIZER_DIR, read_config
-from mmar.model.sequence import LAYOUTS, PackedBatch, pack_sequences
+from mmar.model.sequence import LAYOUTS, NEEDS_ANSWER, PackedBatch, pack_sequences
 from mmar.tokenizers import build_image_tokenizer, build_text_tokenizer, patchify, unpatchify
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.special import SpecialTokenIds
@@ -285,10 +285,16 @@ class MMARProcessor:
         kinds: Sequence[str],
         padding_side: str = "right",
         drop_prompt: Sequence[bool] | None = None,
+        answers: Sequence[str | None] | None = None,
     ) -> PackedBatch:
         """Tokenize and pack samples of the given kinds (see ``mmar.model.sequence``) on the CPU.
 
         drop_prompt: per sample, True replaces a t2i prompt by the empty prompt (CFG dropout).
+        answers: per sample, the answer of a "vqa" sample, whose text is then its question
+          (None for the other kinds). Question and answer share ``max_text_len``: the answer is
+          kept whole and the question keeps its first ``max_text_len - len(answer)`` tokens (as
+          any text is cut at ``max_text_len``); an answer of ``max_text_len`` tokens or more
+          leaves no room for the question and raises ValueError.
         """
         texts, kinds = list(texts), list(kinds)
         unknown = sorted(set(kinds) - set(LAYOUTS))
@@ -299,14 +305,56 @@ class MMARProcessor:
             )
         if drop_prompt is not None:
             texts = ["" if d and k == "t2i" else t for t, k, d in zip(texts, kinds, drop_prompt)]
+        ids = self.encode_texts(texts)
+        answer_ids = None
+        if answers is not None or any(k in NEEDS_ANSWER for k in kinds):
+            ids, answer_ids = self._with_answers(texts, kinds, ids, answers)
         return pack_sequences(
-            self.encode_texts(texts),
+            ids,
             kinds,
             self.num_image_tokens,
             self.special,
             self.config.prompt_ce_weight,
             padding_side,
+            answer_ids=answer_ids,
         )
+
+    def _with_answers(
+        self,
+        texts: list[str],
+        kinds: list[str],
+        ids: list[list[int]],
+        answers: Sequence[str | None] | None,
+    ) -> tuple[list[list[int]], list[list[int] | None]]:
+        """(text ids with each vqa question cut to the room its answer leaves, answer ids)."""
+        answers = list(answers) if answers is not None else [None] * len(kinds)
+        bad = [
+            b
+            for b, (k, a) in enumerate(zip(kinds, answers))
+            if (k in NEEDS_ANSWER) != isinstance(a, str)
+        ]
+        if len(answers) != len(kinds) or bad:
+            raise ValueError(
+                f"MMARProcessor.pack: answers must hold one string per vqa sample and None for "
+                f"every other kind; got {len(answers)} answers for {len(kinds)} samples"
+                + (f", wrong at samples {bad[:5]}" if bad and len(answers) == len(kinds) else "")
+            )
+        limit = self.config.max_text_len
+        vqa = {b: a for b, a in enumerate(answers) if a is not None}
+        tokenized = self._tokenize(list(vqa.values()))["input_ids"] if vqa else []
+        answer_ids: list[list[int] | None] = [None] * len(kinds)
+        for b, a_ids in zip(vqa, tokenized):
+            if len(a_ids) >= limit:
+                raise ValueError(
+                    f"MMARProcessor.pack: the answer {vqa[b]!r} (sample {b}) is "
+                    f"{len(a_ids)} tokens, which leaves no room for its question within "
+                    f"max_text_len = {limit} tokens (question + answer); shorten the answers "
+                    f"or raise model.max_text_len (e.g. max_text_len: {2 * len(a_ids)})"
+                )
+            answer_ids[b] = a_ids
+            if len(ids[b]) + len(a_ids) > limit:  # the question's tail goes, as any text's
+                ids[b] = self._tokenize([texts[b]])["input_ids"][0][: limit - len(a_ids)]
+        return ids, answer_ids
 
     def draw_prompt_dropout(
         self, kinds: Sequence[str], generators: Sequence[torch.Generator]
@@ -326,15 +374,16 @@ class MMARProcessor:
         images: torch.Tensor | None = None,
         latents: torch.Tensor | None = None,
         generators: Sequence[torch.Generator] | None = None,
+        answers: Sequence[str | None] | None = None,
     ) -> ModelInputs:
         """A training batch: packed sequences plus the image rows of the samples that have one.
 
         images (B, C_img, H, W) / latents (B, C, h, w): one row per sample (rows of "text"
         samples are dropped). generators: one per sample, for the CFG prompt dropout; None = no
-        dropout (evaluation).
+        dropout (evaluation). answers: the answers of "vqa" samples (see ``pack``).
         """
         drop = None if generators is None else self.draw_prompt_dropout(kinds, generators)
-        batch = self.pack(texts, kinds, drop_prompt=drop)
+        batch = self.pack(texts, kinds, drop_prompt=drop, answers=answers)
         rows = batch.has_image
         if bool(rows.any()):
             pixels = images if latents is None else latents

@@ -6,7 +6,15 @@ Layouts per kind (``[bos]`` only where the vocabulary has one; ``img`` = N place
     i2t:   [bos] [boi] img_1..img_N [eoi] text [eos]      P(T | I), CE on text and eos
     img:   [bos] [boi] img_1..img_N [eoi]                 P(I)
     text:  [bos] text [eos]                               plain LM (CE on text and eos)
+    vqa:   [bos] [boi] img_1..img_N [eoi] question answer [eos]
+                                                          P(A | I, Q), CE on answer and eos only
     gen:   [bos] prompt [boi] img_1..img_N                generation: prefix + image block
+    ask:   [bos] [boi] img_1..img_N [eoi] question        answering: the prefix decoded after
+
+In the vqa kind the question is context, not a target (weight 0): the loss is
+-sum_t log p(a_t | img, q, a_<t) over the answer tokens a_1..a_T and eos. Its text is the
+question; the answer comes separately (``answer_ids``). The image block of i2t / vqa / ask is
+never masked or diffused: it is what the text is conditioned on.
 
 Labels follow the transformers convention: ``labels[b, j]`` is token j where token j is a CE
 target (predicted from position j - 1), else -100; ``label_weights`` holds the weight of each.
@@ -18,6 +26,7 @@ It runs in the data pipeline (``MMARProcessor``, DataLoader workers): no model n
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +39,11 @@ LAYOUTS = {
     "i2t": ("bos", "boi", "image", "eoi", "text", "eos"),
     "img": ("bos", "boi", "image", "eoi"),
     "text": ("bos", "text", "eos"),
+    "vqa": ("bos", "boi", "image", "eoi", "question", "answer", "eos"),
     "gen": ("bos", "gen_prompt", "boi", "image"),
+    "ask": ("bos", "boi", "image", "eoi", "question"),
 }
+NEEDS_ANSWER = ("vqa",)  # kinds whose sample has an answer beside its text (the question)
 GENERATIVE_KINDS = ("t2i", "img", "gen")  # their image block is masked and diffused
 
 
@@ -65,9 +77,15 @@ class PackedBatch:
 
 
 def _layout(
-    kind: str, ids: list[int], num_image_tokens: int, sp: SpecialTokenIds, prompt_ce_weight: float
+    kind: str,
+    ids: list[int],
+    num_image_tokens: int,
+    sp: SpecialTokenIds,
+    prompt_ce_weight: float,
+    answer: list[int] | None = None,
 ) -> tuple[list[int], list[bool], list[float]]:
-    """(token ids, is_image, CE weight of each token as a target) of one sample."""
+    """(token ids, is_image, CE weight of each token as a target) of one sample; ``answer``:
+    the answer ids of a vqa sample (its ``ids`` are the question)."""
     toks, img, w = [], [], []
 
     def add(seq: list[int], is_img: bool, weight: float) -> None:
@@ -80,8 +98,10 @@ def _layout(
             add([] if sp.bos is None else [sp.bos], False, 0.0)
         elif seg == "prompt":
             add(ids, False, prompt_ce_weight)
-        elif seg == "gen_prompt":
+        elif seg in ("gen_prompt", "question"):
             add(ids, False, 0.0)
+        elif seg == "answer":
+            add(answer or [], False, 1.0)
         elif seg in ("text", "eos"):
             add(ids if seg == "text" else [sp.eos], False, 1.0)
         elif seg == "image":
@@ -101,11 +121,15 @@ def pack_sequences(
     prompt_ce_weight: float = 1.0,
     padding_side: str = "right",
     device: torch.device | str | None = None,
+    answer_ids: Sequence[list[int] | None] | None = None,
 ) -> PackedBatch:
-    """Pack B samples into one batch; ``text_ids[b]`` is the prompt/text of sample b (no specials).
+    """Pack B samples into one batch; ``text_ids[b]`` is the prompt/text/question of sample b
+    (no specials).
 
-    padding_side "right" for training and captioning; "left" for generation, so that every
-    sample's image block occupies the same last N columns.
+    padding_side "right" for training and captioning; "left" for generation (every sample's
+    image block then occupies the same last N columns) and answering (every question ends in
+    the last column). answer_ids: per sample, the answer ids of a vqa sample (None elsewhere);
+    needed when a kind is "vqa".
     """
     if len(text_ids) != len(kinds):
         raise ValueError(f"pack_sequences: {len(text_ids)} texts but {len(kinds)} kinds")
@@ -114,9 +138,18 @@ def pack_sequences(
         raise ValueError(
             f"pack_sequences: unknown kind(s) {unknown}; expected one of {list(LAYOUTS)}"
         )
+    answers = list(answer_ids) if answer_ids is not None else [None] * len(kinds)
+    if len(answers) != len(kinds):
+        raise ValueError(f"pack_sequences: {len(answers)} answers but {len(kinds)} kinds")
+    lacking = [b for b, (k, a) in enumerate(zip(kinds, answers)) if k in NEEDS_ANSWER and a is None]
+    if lacking:
+        raise ValueError(
+            f"pack_sequences: vqa samples {lacking[:5]} have no answer ids; pass "
+            "answer_ids[b] (a list of ids, [] for an empty answer) for every vqa sample b"
+        )
     samples = [
-        _layout(k, ids, num_image_tokens, special, prompt_ce_weight)
-        for ids, k in zip(text_ids, kinds)
+        _layout(k, ids, num_image_tokens, special, prompt_ce_weight, a)
+        for ids, k, a in zip(text_ids, kinds, answers)
     ]
     B, L = len(samples), max(len(s[0]) for s in samples)
     input_ids = torch.full((B, L), special.pad, dtype=torch.long)
