@@ -25,9 +25,10 @@ def unreadable_items(items: Sequence[Item]) -> list[Unreadable]:
 def collate(items: Sequence[Item]) -> dict[str, Any]:
     """Stack the readable items; count the rest.
 
-    items: [{"image": (C, H, W)} or {"latents": (C, h, w)}, with "text": str, "label": int] or
-      Unreadable (or None)
+    items: [{"image": (C, H, W)} or {"latents": (C, h, w)}, with "text": str, "label": int, and
+      optionally "qa": [[question, answer], ...]] or Unreadable (or None)
     returns {"images": (B, C, H, W)} or {"latents": (B, C, h, w)}, plus "texts": list[str] (B),
+      "qa": list (B) of each item's question-answer pairs ([] for an item without),
       "labels": (B,) long, "skipped": int (the unreadable items) and "unreadable": the
       Unreadable items themselves (what and why, for the consumer to report). When no item was
       readable, B = 0 and the tensor is ``torch.empty(0)`` under "images".
@@ -36,6 +37,7 @@ def collate(items: Sequence[Item]) -> dict[str, Any]:
     unreadable = unreadable_items(items)
     batch = {
         "texts": [it["text"] for it in good],
+        "qa": [[(str(q), str(a)) for q, a in it.get("qa") or ()] for it in good],
         "labels": torch.tensor([it["label"] for it in good], dtype=torch.long),
         "skipped": len(unreadable),
         "unreadable": unreadable,

@@ -18,6 +18,10 @@ NEEDS_PATH = {
     "latents": "path: cache/mnist-kl16 (a directory written by `mmar cache-latents`)",
 }
 
+# the datasets whose items can carry question-answer pairs ("qa": [[question, answer], ...]),
+# which train.kinds.vqa needs; whether a jsonl file has them is checked when it is read
+QA_DATASETS = ("shapes", "jsonl")
+
 
 @dataclasses.dataclass
 class DataConfig(Config):

@@ -40,6 +40,7 @@ from mmar.data.unreadable import (
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 _HASH_BUCKETS = 10_000
 JSONL_EXAMPLE = '{"image": "images/0001.png", "text": "a caption", "label": 3}'
+QA_EXAMPLE = '"qa": [["what colour is the circle?", "red"], ["how many squares are there?", "two"]]'
 
 
 class ImageReadError(ValueError):
@@ -97,12 +98,19 @@ def in_test_split(relative_path: str, test_fraction: float) -> bool:
 
 
 class _UserImages(torch.utils.data.Dataset):
-    """Shared by the folder and JSONL datasets: ``self.entries`` = [(image, caption, label)]."""
+    """Shared by the folder and JSONL datasets: ``self.entries`` = [(image, caption, label)],
+    ``self.qa`` = {entry index: its question-answer pairs} (JSONL lines with "qa")."""
 
     def __init__(self, cfg: DataConfig):
         self.channels = cfg.image_channels
         self.size = cfg.image_size
         self.entries: list[tuple[Path, str | Path, int]] = []  # (image, text or .txt path, label)
+        self.qa: dict[int, list[tuple[str, str]]] = {}
+
+    @property
+    def has_qa(self) -> bool:
+        """Whether some item has a question-answer pair (what train.kinds.vqa needs)."""
+        return any(self.qa.values())
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -116,12 +124,17 @@ class _UserImages(torch.utils.data.Dataset):
             image = load_image(image_path, self.channels, self.size)
         except ImageReadError as e:
             return Unreadable(str(image_path), UNREADABLE_IMAGE, e.detail)
-        return {"image": image, "text": text, "label": label, "key": index}
+        item = {"image": image, "text": text, "label": label, "key": index}
+        if index in self.qa:
+            item["qa"] = [list(pair) for pair in self.qa[index]]
+        return item
 
     def captions(self) -> list[str]:
-        """The caption of every item whose caption can be read (the text corpus)."""
+        """The caption of every item whose caption can be read, then every question and answer
+        (the text corpus)."""
         texts = (read_caption(t) if isinstance(t, Path) else t for _, t, _ in self.entries)
-        return [t for t in texts if isinstance(t, str)]
+        pairs = [t for qa in self.qa.values() for pair in qa for t in pair]
+        return [t for t in texts if isinstance(t, str)] + pairs
 
 
 def _pick_split(cfg: DataConfig, split: str) -> tuple[Path, float | None]:
@@ -174,10 +187,12 @@ class FolderDataset(_UserImages):
 
 
 class JsonlDataset(_UserImages):
-    """Lines of {"image": path (relative to the .jsonl's folder), "text": str, "label"?: int}.
+    """Lines of {"image": path (relative to the .jsonl's folder), "text": str, "label"?: int,
+    "qa"?: [[question, answer], ...]} (``mmar.data.shapes``' exported splits have "qa").
 
-    item: {"image": (C, H, W) in [-1, 1], "text": str, "label": int (-1 if absent), "key"} or
-    Unreadable. A line that is not such an object raises DataError naming the file and line.
+    item: {"image": (C, H, W) in [-1, 1], "text": str, "label": int (-1 if absent), "key"}, and
+    "qa" where the line has it; or Unreadable. A line that is not such an object raises
+    DataError naming the file and line.
     """
 
     def __init__(self, cfg: DataConfig, split: str):
@@ -196,6 +211,9 @@ class JsonlDataset(_UserImages):
                     continue
                 image, text, label = self._parse(line, path, lineno)
                 if _keep(image, split, fraction):
+                    qa = self._parse_qa(line, path, lineno)
+                    if qa is not None:
+                        self.qa[len(self.entries)] = qa
                     self.entries.append((path.parent / image, text, label))
         _check_nonempty(len(self.entries), path, split, cfg, "lines")
 
@@ -243,3 +261,26 @@ class JsonlDataset(_UserImages):
                     f"which is not text; write the characters themselves, e.g. {JSONL_EXAMPLE}"
                 ) from None
         return row["image"], row["text"], label
+
+    @staticmethod
+    def _parse_qa(line: str, path: Path, lineno: int) -> list[tuple[str, str]] | None:
+        """The line's "qa" pairs (None when it has no "qa"); DataError when they are not a list
+        of [question, answer] string pairs."""
+        qa = json.loads(line).get("qa")
+        if qa is None:
+            return None
+        ok = isinstance(qa, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in qa
+        )
+        if ok:
+            try:
+                "".join(t for p in qa for t in p).encode("utf-8")
+            except UnicodeEncodeError:
+                ok = False  # a lone surrogate escape (e.g. \ud800) is not text
+        if not ok:
+            got = json.dumps(qa)
+            raise DataError(
+                f"{path}:{lineno}: 'qa' must be a list of [question, answer] string pairs, e.g. "
+                f"{QA_EXAMPLE}; got {got[:200]}{'...' if len(got) > 200 else ''}"
+            )
+        return [(q, a) for q, a in qa]

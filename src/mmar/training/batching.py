@@ -1,8 +1,12 @@
 """The training collator: dataset items -> ``ModelInputs``, in the DataLoader workers.
 
-Each sample's kind (t2i: [text][img], i2t: [img][text], img: [img]; ``train.kinds`` weights) and
-its CFG prompt dropout are drawn from a generator of its own, seeded by (run seed, epoch, the
-item's key); so is a second seed per sample, ``draw_seed``, from which the training step seeds
+Each sample's kind (t2i: [text][img], i2t: [img][text], img: [img], vqa: [img][question][answer];
+``train.kinds`` weights), the question-answer pair of a vqa sample and its CFG prompt dropout
+are drawn from a generator of its own, seeded by (run seed, epoch, the item's key), in that
+order: one uniform for the kind, then for a vqa sample one integer for the pair (of the item's
+own "qa" list), then one uniform for the dropout (unused outside t2i). An item without pairs
+draws its kind among the others, with the same one uniform (and is i2t when only vqa has
+weight). So is a second seed per sample, ``draw_seed``, from which the training step seeds
 the sample's generator on the device for every draw the model makes (VAE posterior, mask ratio
 and order, diffusion t and noise). An (epoch, key) pair names one visit of one item, so the draws
 are the same whatever batch, worker, rank or world size the sample lands in, and a resumed run
@@ -19,7 +23,7 @@ import torch
 from mmar.data.collate import collate, unreadable_items
 from mmar.model.processor import MMARProcessor, ModelInputs
 
-KINDS = ("t2i", "i2t", "img")  # P(I|T), P(T|I), P(I)
+KINDS = ("t2i", "i2t", "img", "vqa")  # P(I|T), P(T|I), P(I), P(A|I,Q)
 
 
 def _stable_seed(*parts: object) -> int:
@@ -40,11 +44,17 @@ def draw_seed(seed: int, epoch: int, key: object) -> int:
     return _stable_seed(seed, epoch, key, "draws")
 
 
-def draw_kind(weights: dict[str, float], generator: torch.Generator) -> str:
-    """One kind with probability proportional to ``weights`` (one uniform draw)."""
-    names = [k for k in KINDS if weights.get(k, 0.0) > 0]
+def draw_kind(weights: dict[str, float], generator: torch.Generator, has_qa: bool = True) -> str:
+    """One kind with probability proportional to ``weights`` (one uniform draw).
+
+    has_qa: False for an item without question-answer pairs: the kind is drawn among the other
+    kinds (the same one uniform), and is "i2t" when only vqa has weight."""
+    u = float(torch.rand((), generator=generator, dtype=torch.float64))
+    names = [k for k in KINDS if weights.get(k, 0.0) > 0 and (has_qa or k != "vqa")]
+    if not names:
+        return "i2t"
     total = sum(weights[k] for k in names)
-    u = float(torch.rand((), generator=generator, dtype=torch.float64)) * total
+    u *= total
     for name in names:
         u -= weights[name]
         if u < 0:
@@ -52,9 +62,47 @@ def draw_kind(weights: dict[str, float], generator: torch.Generator) -> str:
     return names[-1]  # u == total up to rounding
 
 
+def has_question_answers(dataset: Any, probe: int = 16) -> bool:
+    """Whether a dataset's items carry question-answer pairs (a "qa" field): its ``has_qa``
+    attribute when it has one (JsonlDataset: some line has pairs), else whether one of its
+    first ``probe`` items has the field (a map-style dataset: shapes); a stream: False."""
+    flag = getattr(dataset, "has_qa", None)
+    if flag is not None:
+        return bool(flag)
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__"):
+        return False
+    for i in range(min(probe, len(dataset))):
+        item = dataset[i]
+        if isinstance(item, dict):
+            return "qa" in item
+    return False
+
+
+def draw_questions(
+    texts: list[str],
+    kinds: list[str],
+    qa: list[list[tuple[str, str]]],
+    generators: list[torch.Generator],
+) -> tuple[list[str], list[str | None] | None]:
+    """(texts, answers) for the processor: a vqa sample's text becomes the question of one of
+    its item's pairs, drawn uniformly from its generator (one integer), and its answer is set;
+    the other samples keep their text and have no answer. answers is None when no sample is
+    vqa (the batch the kinds before vqa packed)."""
+    if "vqa" not in kinds:
+        return texts, None
+    texts = list(texts)
+    answers: list[str | None] = [None] * len(kinds)
+    for b, (kind, pairs, g) in enumerate(zip(kinds, qa, generators, strict=True)):
+        if kind == "vqa":
+            j = int(torch.randint(len(pairs), (), generator=g))
+            texts[b], answers[b] = pairs[j]
+    return texts, answers
+
+
 class TrainingCollator:
     """``collate_fn`` of the training DataLoader: stack the readable items, draw each sample's
-    kind and prompt dropout, and let the processor tokenize and pack.
+    kind, its question-answer pair (vqa) and its prompt dropout, and let the processor tokenize
+    and pack.
 
     Returns {"inputs": ModelInputs | None (None when no item was readable), "n": samples,
     "skipped": the number of unreadable items, "unreadable": those items (``Unreadable``: what
@@ -84,13 +132,15 @@ class TrainingCollator:
             )
         stacked = collate(good)
         gens = [sample_generator(self.seed, self.epoch, it["key"]) for it in good]
-        kinds = [draw_kind(self.kinds, g) for g in gens]
+        kinds = [draw_kind(self.kinds, g, bool(qa)) for g, qa in zip(gens, stacked["qa"])]
+        texts, answers = draw_questions(stacked["texts"], kinds, stacked["qa"], gens)
         inputs: ModelInputs = self.processor(
-            stacked["texts"],
+            texts,
             kinds,
             images=stacked.get("images"),
             latents=stacked.get("latents"),
             generators=gens,
+            answers=answers,
         )
         seeds = [draw_seed(self.seed, self.epoch, it["key"]) for it in good]
         return {"inputs": inputs, "n": len(good), **skipped, "seeds": seeds}

@@ -26,7 +26,7 @@ from mmar.config import (
     check_seed,
     read_yaml,
 )
-from mmar.data.config import DataConfig
+from mmar.data.config import QA_DATASETS, DataConfig
 from mmar.model.config import MMARConfig
 from mmar.training.parallel import ParallelConfig
 
@@ -92,12 +92,15 @@ class KindMix(Config):
     """Relative weights of the sample kinds drawn for each sample of a batch.
 
     t2i: [text][img], P(I|T) (diffusion loss + prompt CE); i2t: [img][text], P(T|I) (caption CE);
-    img: [img] alone, P(I) (diffusion loss).
+    img: [img] alone, P(I) (diffusion loss); vqa: [img][question][answer], P(A|I,Q) (CE on the
+    answer only; one of the item's "qa" pairs, so the data must have them: data.name shapes, or
+    jsonl lines with "qa"). An item without pairs draws among the other kinds.
     """
 
     t2i: float = 0.6
     i2t: float = 0.3
     img: float = 0.1
+    vqa: float = 0.0
 
     def validate(self) -> None:
         super().validate()
@@ -185,6 +188,13 @@ class RunConfig(Config):
         super().validate()
         n = type(self).__name__
         tok = self.model.image_tokenizer
+        check(
+            self.train.kinds.vqa == 0 or self.data.name in QA_DATASETS,
+            f"{n}.train.kinds.vqa",
+            f"is {self.train.kinds.vqa} but dataset '{self.data.name}' has no question-answer "
+            f"pairs; set train.kinds.vqa: 0, or use data.name: shapes (or jsonl lines with "
+            f'"qa": [["question", "answer"], ...])',
+        )
         if self.data.name == "latents":
             self._check_latent_cache()
         else:

@@ -1,11 +1,12 @@
 """The training loop behind ``mmar train``: ``Trainer(run_cfg, out_dir, resume).fit()``.
 
 Data: the DataLoader's collator (:mod:`mmar.training.batching`, in its workers) draws each sample's
-kind (t2i / i2t / img) and CFG prompt dropout from the sample's own seed and lets the
-``MMARProcessor`` tokenize and pack; the step encodes the images into tokens on the device and
-calls ``MMARModel.forward``. Every draw of the step (VAE posterior, masks, diffusion t and noise)
-comes from a generator per sample, seeded by (run seed, epoch, item key): a sample's loss does
-not depend on the batch, rank or world size it is trained in.
+kind (t2i / i2t / img / vqa), its question-answer pair (vqa) and CFG prompt dropout from the
+sample's own seed and lets the ``MMARProcessor`` tokenize and pack; the step encodes the images
+into tokens on the device and calls ``MMARModel.forward``. Every draw of the step (VAE
+posterior, masks, diffusion t and noise) comes from a generator per sample, seeded by (run seed,
+epoch, item key): a sample's loss does not depend on the batch, rank or world size it is
+trained in.
 One step = ``grad_accum`` micro-batches, then: NaN/inf check
 (skip the update, count it, stop after ``max_nan_in_row``), gradient clipping, AdamW, the
 learning-rate schedule and the EMA. Everything random is restored on ``--resume`` (optimizer,
@@ -53,7 +54,7 @@ from mmar.model.processor import MMARProcessor
 from mmar.pipelines.mmar import MMAR
 from mmar.torch_utils import resolve_device
 from mmar.training import checkpoint as ckpt
-from mmar.training.batching import TrainingCollator
+from mmar.training.batching import TrainingCollator, has_question_answers
 from mmar.training.config import RunConfig
 from mmar.training.data_order import ResumableBatchSampler, StreamPosition
 from mmar.training.ema import EMA
@@ -188,6 +189,12 @@ class Trainer:
         from mmar.data import build_dataset
 
         self.dataset = build_dataset(run_cfg.data, "train")
+        if tc.kinds.vqa > 0 and not has_question_answers(self.dataset):
+            raise ConfigError(
+                f"RunConfig.train.kinds.vqa: is {tc.kinds.vqa} but {self._data_source()} has no "
+                'question-answer pairs (no item has a "qa" field); set train.kinds.vqa: 0, or '
+                'use data.name: shapes, or jsonl lines with "qa": [["question", "answer"], ...]'
+            )
         source = self.resume_from or init_from
         self.processor = self._build_processor(source)
         if isinstance(self.dataset, LatentDataset):  # before any work: its VAE must be ours
