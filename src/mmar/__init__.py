@@ -2,11 +2,13 @@
 
 One decoder-only LLM, extended with continuous image tokens, that generates images from text
 (masked autoregression whose per-token distribution is an MLP diffusion head trained with
-v-prediction) and understands images (captioning), with no vector quantisation.
+v-prediction) and understands images (captioning, question answering), with no vector
+quantisation.
 
     model = mmar.MMAR.from_pretrained("runs/quickstart")
     images = model.generate_images(["a handwritten digit seven"], seed=0)
     captions = model.caption(images)
+    answers = model.answer(images, "how many squares are there?")  # a model trained with vqa
 """
 
 from typing import Any
@@ -15,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MMAR",
+    "AnswerPipeline",
     "CaptionPipeline",
     "MMARConfig",
     "MMARModel",
@@ -28,6 +31,7 @@ _LAZY = {  # `import mmar` does not import torch/transformers
     "MMAR": "mmar.pipelines.mmar",
     "TextToImagePipeline": "mmar.pipelines.text_to_image",
     "CaptionPipeline": "mmar.pipelines.captioning",
+    "AnswerPipeline": "mmar.pipelines.answering",
     "MMARModel": "mmar.model.mmar",
     "MMARProcessor": "mmar.model.processor",
     "MMARConfig": "mmar.model.config",

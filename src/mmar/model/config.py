@@ -198,8 +198,9 @@ class SamplingConfig(Config):
       temperature: tau, scales the noise the scheduler injects at each step (DDPM, or DDIM
         with eta > 0). It has no effect with DDIM at eta = 0 or DPM-Solver++, which inject none.
     Image to text:
-      max_new_tokens: the longest caption / answer, in tokens (the prefix and the caption must
-        fit the backbone's positions, checked by the caption pipeline).
+      max_new_tokens: the longest caption / answer, in tokens (the prefix, the question of an
+        answer, and the text must fit the backbone's positions, checked by the caption and
+        answer pipelines).
       text_temperature: 0 = greedy decoding; else sampling from softmax(logits / T).
     Both:
       batch_size: prompts / images per forward pass (memory, not results: seeded sampling is

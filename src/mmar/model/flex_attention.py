@@ -103,6 +103,19 @@ def full_block_mask(batch_size: int, q_len: int, kv_len: int, device: torch.devi
     )
 
 
+def key_block_mask(key_valid: torch.Tensor) -> BlockMask:
+    """BlockMask (B, 1, 1, K): one query per sample that sees the keys where key_valid (B, K)
+    is True (a decoding step after a left-padded prefix)."""
+
+    def mask_mod(
+        b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+    ) -> torch.Tensor:
+        return key_valid[b, k]
+
+    B, K = key_valid.shape
+    return create_block_mask(mask_mod, B, None, 1, K, device=key_valid.device, _compile=False)
+
+
 def _eager(device: torch.device | str | None) -> bool:
     """Run flex without torch.compile: on a CPU, unless an outer torch.compile traces us."""
     return torch.device(device or "cpu").type == "cpu" and not torch.compiler.is_compiling()

@@ -42,7 +42,7 @@ from mmar.model.files import (
     missing_files,
     read_config,
 )
-from mmar.model.flex_attention import build_block_mask, full_block_mask
+from mmar.model.flex_attention import build_block_mask, full_block_mask, key_block_mask
 from mmar.model.masking import mask_from_orders, mask_ratio, num_masked_from_ratio
 from mmar.model.sequence import PackedBatch
 from mmar.tokenizers.special import SpecialTokenIds
@@ -152,9 +152,18 @@ class MMARModel(nn.Module):
             return batch.attention_mask[:, :, start:end, :end]
         return build_block_mask(batch.block_ids[:, :end], batch.valid[:, :end], start)
 
-    def decoding_mask(self, batch_size: int, kv_len: int) -> torch.Tensor | BlockMask:
+    def decoding_mask(
+        self, batch_size: int, kv_len: int, key_valid: torch.Tensor | None = None
+    ) -> torch.Tensor | BlockMask:
         """The mask of one new query per sample that sees all ``kv_len`` keys (KV-cached text
-        decoding): bool ones (B, 1, 1, kv_len), or the equivalent BlockMask."""
+        decoding): bool ones (B, 1, 1, kv_len), or the equivalent BlockMask.
+
+        key_valid: (B, kv_len) bool, False at the keys no query may see (the left padding of
+        a batch of answering prefixes); None = every key."""
+        if key_valid is not None:
+            if self.config.backbone.attention == "dense":
+                return key_valid[:, None, None, :].to(self.device)  # (B, 1, 1, kv_len)
+            return key_block_mask(key_valid.to(self.device))
         if self.config.backbone.attention == "dense":
             return torch.ones(batch_size, 1, 1, kv_len, dtype=torch.bool, device=self.device)
         return full_block_mask(batch_size, 1, kv_len, self.device)

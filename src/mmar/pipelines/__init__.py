@@ -3,12 +3,21 @@ by one ``SamplingConfig`` (default: the one the checkpoint recommends).
 
     TextToImagePipeline   masked-AR text-to-image with a KV-cached prompt
     CaptionPipeline       KV-cached captioning
-    MMAR                  both, with save/load: what ``mmar.MMAR.from_pretrained`` gives
+    AnswerPipeline        KV-cached visual question answering ([img] question -> answer)
+    MMAR                  all three, with save/load: what ``mmar.MMAR.from_pretrained`` gives
 """
 
+from mmar.pipelines.answering import AnswerPipeline
 from mmar.pipelines.base import sample_seeds, sampling_config
 from mmar.pipelines.captioning import CaptionPipeline
 from mmar.pipelines.mmar import MMAR
 from mmar.pipelines.text_to_image import TextToImagePipeline
 
-__all__ = ["MMAR", "CaptionPipeline", "TextToImagePipeline", "sample_seeds", "sampling_config"]
+__all__ = [
+    "MMAR",
+    "AnswerPipeline",
+    "CaptionPipeline",
+    "TextToImagePipeline",
+    "sample_seeds",
+    "sampling_config",
+]

@@ -52,12 +52,15 @@ def warn_if_ignored(sampling: SamplingConfig) -> None:
         )
 
 
-def warn_if_prompts_lose_words(processor: MMARProcessor, prompts: Sequence[str]) -> None:
-    """One warning per call listing what the model cannot read of the prompts: words outside
-    its vocabulary (read as the unknown token) and the tails cut at ``max_text_len``."""
+def warn_if_prompts_lose_words(
+    processor: MMARProcessor, prompts: Sequence[str], what: str = "prompt"
+) -> None:
+    """One warning per call listing what the model cannot read of the prompts (``what``: how
+    the warning names them, e.g. "question"): words outside its vocabulary (read as the
+    unknown token) and the tails cut at ``max_text_len``."""
     loss = processor.text_loss(prompts)
     if loss:
-        warnings.warn(loss.message("prompt"), UserWarning, stacklevel=3)
+        warnings.warn(loss.message(what), UserWarning, stacklevel=3)
 
 
 def sample_seeds(seed: Seed, n: int) -> list[int]:

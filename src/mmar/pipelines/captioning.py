@@ -6,7 +6,8 @@
 Every sample's prefix has the same length (N image tokens, fixed specials), so the batch needs
 no padding; samples that have emitted eos keep decoding pad until all are done or
 ``max_new_tokens`` is reached. Sampled tokens (``text_temperature`` > 0) come from each image's
-own generator (see :mod:`mmar.pipelines.base`).
+own generator (see :mod:`mmar.pipelines.base`). The decoding loop is
+:func:`mmar.pipelines.decoding.decode_text`, shared with answering.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mmar.config import check
 from mmar.model.config import SamplingConfig
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import ImagesLike, MMARProcessor
-from mmar.pipelines.base import Seed, generators, sample_seeds, sampling_config
+from mmar.pipelines.base import Seed, sample_seeds, sampling_config
+from mmar.pipelines.decoding import check_room, decode_text
 from mmar.torch_utils import eval_mode
 
 
@@ -64,55 +65,11 @@ class CaptionPipeline:
     def _check_length(self, s: SamplingConfig) -> None:
         """The prefix [bos][boi] image [eoi] and max_new_tokens must fit the backbone's
         positions (a caption past them is out of what the model can place)."""
-        limit = getattr(self.model.backbone.config, "max_position_embeddings", None)
-        if limit is None:
-            return
         prefix = self.processor.pack([""], ["img"]).input_ids.shape[1]
-        check(
-            s.max_new_tokens <= limit - prefix,
-            "SamplingConfig.max_new_tokens",
-            f"must be <= {limit - prefix} (the backbone's max_position_embeddings = {limit} "
-            f"less the {prefix} positions of the image prefix), got {s.max_new_tokens}; "
-            "e.g. max_new_tokens: 32",
-        )
+        check_room(self.model, prefix, s, "the image prefix")
 
     def _decode(self, x: torch.Tensor, seeds: Sequence[int], s: SamplingConfig) -> torch.Tensor:
-        model, sp, dev = self.model, self.processor.special, self.model.device
         B = x.shape[0]
-        batch = self.processor.pack([""] * B, ["img"] * B).to(dev)  # [bos][boi] img [eoi]
+        batch = self.processor.pack([""] * B, ["img"] * B).to(self.model.device)
         tokens = self.processor.encode_images(x)  # (B, N, D)
-        h, cache = model.backbone_hidden(
-            model.embed(batch, tokens),
-            model.attention_mask(batch),
-            batch.position_ids,
-            use_cache=True,
-        )
-        logits = model.logits(h[:, -1]).float()  # (B, V)
-        gens = generators(seeds, dev) if s.text_temperature > 0 else []
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        L, out = batch.input_ids.shape[1], []
-        for step in range(s.max_new_tokens):
-            if s.text_temperature == 0:
-                nxt = logits.argmax(-1)  # (B,)
-            else:
-                # max subtracted, float64: finite for any T > 0 (float32 reads T = 1e-300 as 0)
-                top = logits.amax(-1, keepdim=True)
-                probs = torch.softmax((logits - top).double() / s.text_temperature, dim=-1)
-                nxt = torch.cat(
-                    [torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(gens)]
-                )  # (B,)
-            nxt = torch.where(done, torch.full_like(nxt, sp.pad), nxt)
-            out.append(nxt)
-            done |= nxt == sp.eos
-            if bool(done.all()) or step == s.max_new_tokens - 1:
-                break
-            kv = L + step + 1  # keys incl. nxt
-            h, cache = model.backbone_hidden(
-                model.backbone.get_input_embeddings()(nxt[:, None]),
-                model.decoding_mask(B, kv),
-                torch.full((B, 1), L + step, device=dev),
-                cache=cache,
-                use_cache=True,
-            )
-            logits = model.logits(h[:, -1]).float()
-        return torch.stack(out, 1)  # (B, T)
+        return decode_text(self.model, batch, tokens, seeds, s, self.processor.special)

@@ -3,6 +3,7 @@
     model = mmar.MMAR.from_pretrained("runs/quickstart")       # config.json, model.safetensors, ...
     images = model.generate_images(["a handwritten digit seven"], guidance_scale=3.0, seed=0)
     captions = model.caption(images)
+    answers = model.answer(images, "what colour is the circle?")
     model.save_pretrained("out/")
 
 Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
@@ -23,6 +24,7 @@ from mmar.model.config import MMARConfig, SamplingConfig
 from mmar.model.files import REQUIRED, missing_files, self_contained
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import ImagesLike, MMARProcessor
+from mmar.pipelines.answering import AnswerPipeline
 from mmar.pipelines.base import Seed, sampling_config
 from mmar.pipelines.captioning import CaptionPipeline
 from mmar.pipelines.text_to_image import TextToImagePipeline
@@ -30,12 +32,14 @@ from mmar.torch_utils import eval_mode
 
 
 class MMAR:
-    """An ``MMARModel`` with its ``MMARProcessor``: generation, captioning, save and load."""
+    """An ``MMARModel`` with its ``MMARProcessor``: generation, captioning, question answering,
+    save and load."""
 
     def __init__(self, model: MMARModel, processor: MMARProcessor):
         self.model, self.processor = model, processor
         self.text_to_image = TextToImagePipeline(model, processor)
         self.captioner = CaptionPipeline(model, processor)
+        self.answerer = AnswerPipeline(model, processor)
 
     # --- construction and persistence ---------------------------------------------------------
     @classmethod
@@ -139,6 +143,21 @@ class MMAR:
         ``CaptionPipeline``. overrides: ``SamplingConfig`` fields, e.g. ``max_new_tokens=32``."""
         s = sampling_config(self.sampling, sampling, **overrides)
         return self.captioner(images, s, seed)
+
+    def answer(
+        self,
+        images: ImagesLike,
+        questions: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        **overrides: Any,
+    ) -> list[str]:
+        """Visual question answering, one answer per image (greedy unless
+        ``text_temperature`` > 0); see ``AnswerPipeline``. questions: one per image, or one
+        string asked of every image. overrides: ``SamplingConfig`` fields, e.g.
+        ``max_new_tokens=8`` (the longest answer, in tokens)."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.answerer(images, questions, s, seed)
 
     @torch.no_grad()
     def text_nll(self, images: ImagesLike, texts: Sequence[str]) -> tuple[float, int]:
