@@ -28,6 +28,7 @@ COMMANDS = [
     "train",
     "generate",
     "caption",
+    "answer",
     "eval",
     "precision",
     "vae_scale",

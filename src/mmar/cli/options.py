@@ -22,7 +22,7 @@ class CliError(Exception):
     """A user error: ``mmar`` prints "mmar COMMAND: message" and exits with status 2."""
 
 
-# SamplingConfig field -> (flag, type, help); image: text-to-image, text: captioning
+# SamplingConfig field -> (flag, type, help); image: text-to-image, text: captioning/answering
 _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
     "num_iter": (
         "--num-iter",
@@ -68,13 +68,14 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "--max-new-tokens",
         int,
         "text",
-        "longest caption, in tokens (at most the backbone's positions after the image)",
+        "longest caption or answer, in tokens (at most the backbone's positions after the "
+        "image and the question)",
     ),
     "text_temperature": (
         "--text-temperature",
         float,
         "text",
-        "caption sampling temperature (0 = greedy)",
+        "caption / answer sampling temperature (0 = greedy)",
     ),
     "batch_size": (
         "--batch-size",
