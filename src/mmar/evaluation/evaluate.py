@@ -2,8 +2,9 @@
 
 Digits (mnist, digits): T2I accuracy and classifier-FID of 10 x n_per_class generated images
 (prompts from the caption templates), caption accuracy and text NLL on as many held-out images.
-Shapes: T2I attribute accuracy of images generated from 10 x n_per_class held-out captions,
-caption exact match / attribute accuracy and text NLL on those held-out images.
+Shapes: GenEval-style T2I accuracy per category, seen and held-out compositions, of images
+generated from ``benchmark_prompts(n_per_class)`` (10 x n_per_class prompts), caption exact match
+and text NLL on as many held-out images.
 The judge's held-out accuracy, the sampling speed and the timings go with every result.
 """
 
@@ -17,6 +18,7 @@ import torch
 
 from mmar.data import DataConfig, build_dataset
 from mmar.data.images import pil_to_tensor, tensor_to_pil
+from mmar.data.shapes import ShapesDataset, benchmark_prompts
 from mmar.evaluation import metrics
 from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
 from mmar.evaluation.judge import JudgeConfig, get_judge
@@ -30,14 +32,18 @@ EVAL_DATASETS = (*DIGIT_DATASETS, "shapes")
 
 def load_split(data_cfg: DataConfig, split: str) -> dict[str, Any]:
     """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,),
-    "texts"}."""
+    "texts"}, and for shapes "scenes" (each item's ``Scene``) and "qa" (its [[q, a], ...])."""
     ds = build_dataset(data_cfg, split)
     items = [ds[i] for i in range(len(ds))]
-    return {
+    out = {
         "images": torch.stack([it["image"] for it in items]).float(),
         "labels": torch.tensor([it["label"] for it in items]),
         "texts": [it["text"] for it in items],
     }
+    if isinstance(ds, ShapesDataset):
+        out["scenes"] = [ds.scene(i) for i in range(len(ds))]
+        out["qa"] = [it["qa"] for it in items]
+    return out
 
 
 def eval_data_config(model: MMAR, dataset: str | DataConfig) -> DataConfig:
@@ -71,8 +77,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """All metrics for ``model`` on ``dataset``'s held-out split.
 
-    n_per_class: digits: images generated per digit (10 x n_per_class in all); shapes: 10 x
-      n_per_class held-out captions are the prompts. As many held-out images are captioned.
+    n_per_class: digits: images generated per digit (10 x n_per_class in all); shapes: prompts
+      per category and seen / held-out (``benchmark_prompts``, 10 x n_per_class in all). As many
+      held-out images are captioned.
     sampling: the settings of generation and captioning (batch_size included); default the
       checkpoint's recommended ``model.sampling``. Recorded in the result.
     inception_weights: a pt_inception .pth file to add the standard FID (``fid_inception``).
@@ -138,7 +145,8 @@ def _evaluate(
         )
         prompts, labels = metrics.digit_prompts(n_per_class)
     else:
-        prompts = [test["texts"][i] for i in perm[:n]]
+        bench = benchmark_prompts(n_per_class, seed)
+        prompts = [b.text for b in bench]
     if log:
         log(f"eval {data_cfg.name}: generating {len(prompts)} images ({sampling})")
     t0 = time.perf_counter()
@@ -162,8 +170,11 @@ def _evaluate(
             n_real_reference=m,
         )
     else:
+        t2i = metrics.shapes_t2i_scores(bench, pil)
         res.update(
-            {f"t2i_{k}_accuracy": v for k, v in metrics.shapes_t2i_accuracy(pil, prompts).items()}
+            t2i_accuracy_seen=t2i["overall"]["seen"],
+            t2i_accuracy_heldout=t2i["overall"]["heldout"],
+            t2i_categories=t2i["categories"],
         )
     if inception_weights is not None:
         inception = InceptionFeatures(inception_weights)
@@ -181,12 +192,8 @@ def _evaluate(
     if data_cfg.name in DIGIT_DATASETS:
         res["caption_accuracy"] = metrics.caption_digit_accuracy(captions, test["labels"][idx])
     else:
-        res.update(
-            {
-                f"caption_{k}" if k == "exact" else f"caption_{k}_accuracy": v
-                for k, v in metrics.shapes_caption_accuracy(captions, texts).items()
-            }
-        )
+        cap = metrics.shapes_caption_accuracy(captions, [test["scenes"][i] for i in idx])
+        res.update(caption_exact=cap["exact"], caption_parsed=cap["parsed"])
     t0 = time.perf_counter()
     res["text_nll_nats_per_token"] = metrics.text_nll_per_token(
         model, images, texts, sampling.batch_size
@@ -230,15 +237,22 @@ def format_results(res: dict[str, Any]) -> str:
             ("caption accuracy", f"{res['caption_accuracy']:.4f}  (n={res['n_captioned']})"),
         ]
     else:
-        for k in ("color", "shape", "position", "all"):
-            rows.append(
-                (f"T2I {k} accuracy", f"{res[f't2i_{k}_accuracy']:.4f}  (n={res['n_generated']})")
-            )
+
+        def seen_heldout(v: dict[str, Any]) -> str:
+            held = "n/a" if v["heldout"] is None else f"{v['heldout']:.4f}"
+            return f"seen {v['seen']:.4f}  held-out {held}"
+
+        for cat, v in res["t2i_categories"].items():
+            rows.append((f"T2I {cat}", f"{seen_heldout(v)}  (n={v['n_seen']}+{v['n_heldout']})"))
+        overall = {"seen": res["t2i_accuracy_seen"], "heldout": res["t2i_accuracy_heldout"]}
+        rows.append(("T2I overall", f"{seen_heldout(overall)}  (n={res['n_generated']})"))
         rows.append(
-            ("caption exact match", f"{res['caption_exact']:.4f}  (n={res['n_captioned']})")
+            (
+                "caption exact match",
+                f"{res['caption_exact']:.4f}  (n={res['n_captioned']}, in the grammar "
+                f"{res['caption_parsed']:.4f})",
+            )
         )
-        for k in ("color", "shape", "position", "all"):
-            rows.append((f"caption {k} accuracy", f"{res[f'caption_{k}_accuracy']:.4f}"))
     if "fid_inception" in res:
         rows.append(("FID (Inception)", f"{res['fid_inception']:.4f}"))
     rows += [

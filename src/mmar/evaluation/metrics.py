@@ -5,9 +5,11 @@ digits (mnist, digits), judged by the CNN of ``judge.py``:
 - classifier-FID   = frechet_distance of judge features, generated vs held-out real (and the
                      floor: two disjoint held-out real sets). Not the Inception FID.
 - caption accuracy = mean_i [parse_digit(caption_i) == label_i]
-shapes, judged from pixels by ``mmar.data.shapes.check_shapes``:
-- attribute accuracy (colour, shape, position, all three) of generated images and of captions,
-  caption exact match.
+shapes, judged from pixels by ``mmar.evaluation.check_scene``:
+- T2I accuracy     = per GenEval category (seen / held-out compositions) of ``benchmark_prompts``:
+                     mean_i [matches(query_i, check_scene(x_i))]; overall = mean of categories
+- caption exact    = mean_i [parse_scene_text(caption_i) states the image's scene exactly]
+- VQA accuracy     = mean_i [normalize_answer(answer_i) == true answer_i], per question kind
 both: text NLL of held-out captions given the image, nats per token.
 """
 
@@ -21,7 +23,9 @@ import torch
 from PIL import Image
 
 from mmar.data.captions import digit_caption, parse_digit
-from mmar.data.shapes import ShapeSpec, check_shapes, parse_shapes_caption
+from mmar.data.scene import Scene
+from mmar.data.scene_text import normalize_answer, parse_scene_text, question_kind
+from mmar.data.shapes import BenchPrompt
 from mmar.evaluation.frechet import feature_statistics, frechet_distance
 from mmar.evaluation.judge import Judge
 
@@ -75,66 +79,51 @@ def caption_digit_accuracy(captions: list[str], labels: Sequence[int] | torch.Te
     return float(np.mean([parse_digit(c) == int(y) for c, y in zip(captions, labels)]))
 
 
-def spec_agreement(found: list[ShapeSpec] | None, target: list[ShapeSpec]) -> dict[str, bool]:
-    """Which attributes of an image's objects match the target's.
+def shapes_t2i_scores(
+    prompts: Sequence[BenchPrompt], images: Sequence[Image.Image | torch.Tensor]
+) -> dict[str, Any]:
+    """GenEval-style T2I scores of images generated from ``benchmark_prompts``: per category,
+    seen and held-out, and overall (see ``check_scene.t2i_scores``)."""
+    from mmar.evaluation.check_scene import t2i_scores  # lazy: runnable as python -m
 
-    Compared as multisets over the objects, so one- and two-object images are scored alike:
-    colour / shape right iff the sorted colours / shapes agree, position iff the set of quadrants
-    does, "all" iff the objects are exactly the target's. ``found`` None (an unparseable caption)
-    gets nothing right.
+    return t2i_scores(prompts, images)
+
+
+def shapes_caption_accuracy(captions: Sequence[str], scenes: Sequence[Scene]) -> dict[str, Any]:
+    """Caption exact match: the share of captions whose parsed scene is the image's full
+    description (``check_scene.caption_matches``); "parsed": the share inside the grammar.
+
+    Returns {"exact": float, "parsed": float, "correct": [bool per caption]}.
     """
-    if found is None:
-        return {"color": False, "shape": False, "position": False, "all": False}
+    if len(captions) != len(scenes) or not captions:
+        raise ValueError(
+            f"shapes_caption_accuracy: {len(captions)} captions for {len(scenes)} scenes"
+        )
+    from mmar.evaluation.check_scene import caption_matches  # lazy: runnable as python -m
+
+    correct = [caption_matches(c, s) for c, s in zip(captions, scenes)]
+    parsed = [parse_scene_text(c) is not None for c in captions]
+    return {"exact": float(np.mean(correct)), "parsed": float(np.mean(parsed)), "correct": correct}
+
+
+def shapes_vqa_accuracy(
+    answers: Sequence[str], questions: Sequence[str], truths: Sequence[str]
+) -> dict[str, Any]:
+    """VQA exact match of normalised answers (``normalize_answer``), overall and per question
+    kind (``question_kind``): {"accuracy": float, "per_kind": {kind: float}, "n_per_kind"}."""
+    if not len(answers) == len(questions) == len(truths) or not answers:
+        raise ValueError(
+            f"shapes_vqa_accuracy: {len(answers)} answers, {len(questions)} questions, "
+            f"{len(truths)} true answers"
+        )
+    hits: dict[str, list[bool]] = {}
+    for a, q, t in zip(answers, questions, truths):
+        hits.setdefault(question_kind(q), []).append(normalize_answer(a) == normalize_answer(t))
     return {
-        "color": sorted(s.color for s in found) == sorted(s.color for s in target),
-        "shape": sorted(s.shape for s in found) == sorted(s.shape for s in target),
-        "position": sorted(s.position for s in found) == sorted(s.position for s in target),
-        "all": sorted(found, key=lambda s: s.position) == sorted(target, key=lambda s: s.position),
+        "accuracy": float(np.mean([h for v in hits.values() for h in v])),
+        "per_kind": {k: float(np.mean(v)) for k, v in sorted(hits.items())},
+        "n_per_kind": {k: len(v) for k, v in sorted(hits.items())},
     }
-
-
-def _mean_agreement(
-    found_lists: Sequence[list[ShapeSpec] | None], target_lists: Sequence[list[ShapeSpec]]
-) -> dict[str, float]:
-    if len(found_lists) != len(target_lists) or not target_lists:
-        raise ValueError(
-            f"shapes metrics: {len(found_lists)} results for {len(target_lists)} targets"
-        )
-    rows = [spec_agreement(f, t) for f, t in zip(found_lists, target_lists)]
-    return {k: float(np.mean([r[k] for r in rows])) for k in ("color", "shape", "position", "all")}
-
-
-def _target_specs(text: str) -> list[ShapeSpec]:
-    specs = parse_shapes_caption(text)
-    if specs is None:
-        raise ValueError(
-            f"shapes metrics: {text!r} is not a shapes caption ('a red circle in the top left')"
-        )
-    return specs
-
-
-def shapes_t2i_accuracy(
-    images: Sequence[Image.Image | torch.Tensor], prompts: list[str]
-) -> dict[str, float]:
-    """Attribute accuracy of generated shapes images (PIL or (3, H, W) in [-1, 1]), read back
-    from pixels by ``check_shapes``, against the specs their prompts describe."""
-    return _mean_agreement([check_shapes(im) for im in images], [_target_specs(p) for p in prompts])
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().replace("-", " ").strip(" .!").split())
-
-
-def shapes_caption_accuracy(captions: list[str], true_captions: list[str]) -> dict[str, float]:
-    """Caption exact match (case, spacing, hyphens and final punctuation ignored) and attribute
-    accuracy of what ``parse_shapes_caption`` reads from each caption."""
-    scores = _mean_agreement(
-        [parse_shapes_caption(c) for c in captions], [_target_specs(t) for t in true_captions]
-    )
-    exact = float(
-        np.mean([_normalise(c) == _normalise(t) for c, t in zip(captions, true_captions)])
-    )
-    return {"exact": exact, **scores}
 
 
 def text_nll_per_token(
