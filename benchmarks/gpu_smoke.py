@@ -60,11 +60,11 @@ RECIPE = ROOT / "configs/qwen2_0.5b_p4_stage1.yaml"
 GIB = 1024**3
 # dense bf16 peak, TFLOP/s (no sparsity), by a substring of torch.cuda.get_device_name()
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0)]
-PROMPTS = [
-    "a red circle at the top left",
-    "a small blue square in the middle",
-    "a big green triangle at the bottom right",
-    "a yellow star at the top",
+PROMPTS = [  # in the shapes grammar (mmar.data.scene_text)
+    "a small red circle left of a large blue square",
+    "two green triangles",
+    "a yellow diamond and a cyan square",
+    "there are three large magenta circles",
 ]
 
 
