@@ -27,9 +27,14 @@ the training split and cached in $XDG_CACHE_HOME/mmar/judges, reads as the promp
 held-out accuracy is printed with the result), classifier-FID (Frechet distance in the judge's
 feature space, generated vs held-out real, with the real-vs-real floor; NOT Inception FID),
 caption accuracy, text NLL (nats/token), sampling speed.
-shapes: T2I accuracy read from pixels (check_scene) per GenEval category, seen and held-out
-compositions, caption exact match, text NLL.
-Standard FID needs Inception weights (not shipped): --inception-weights FILE.
+shapes (--bench shapes): the compositional benchmark. T2I accuracy read back from pixels
+(check_scene, no learned model) per GenEval category (single object, two objects, counting,
+colours, position, colour attribution; overall = their mean), for seen and held-out
+compositions; caption exact match; VQA accuracy per question kind (colour, shape, count, exists,
+relation); classifier-FID in the features of a judge trained on real renders, with the
+real-vs-real floor; text NLL; samples.png (prompted samples, the prompt under each image, a
+green / red frame for the checker's verdict) in --samples-dir.
+Standard FID (digits) needs Inception weights (not shipped): --inception-weights FILE.
 
 Sampling (generation and captioning) defaults to the checkpoint's recommended SamplingConfig;
 the flags below override single fields. The table goes to stdout; --json FILE writes the whole
@@ -38,6 +43,7 @@ result (per-digit accuracies, caption examples, timings, the sampling used).
 examples:
   mmar eval --model runs/quickstart
   mmar eval --model runs/mnist_stage2/final --n-per-class 50 --guidance-scale 3 --json eval.json
+  mmar eval --model runs/shapes --bench shapes --json shapes.json
 """
 
 
@@ -50,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model_options(p)
     p.add_argument(
+        "--bench",
         "--dataset",
+        dest="dataset",
         default=None,
         choices=["mnist", "digits", "shapes"],
         help="held-out data to score on (default: the checkpoint's training data if "
@@ -68,6 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="sampling and held-out subset seed (default 0)"
     )
     add_sampling_options(p)
+    p.add_argument(
+        "--samples-dir",
+        default=None,
+        metavar="DIR",
+        help="shapes: where samples.png goes (default: the current directory)",
+    )
     p.add_argument(
         "--inception-weights",
         default=None,
@@ -136,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         sampling=sampling,
         inception_weights=args.inception_weights,
         log=log,
+        samples_dir=(args.samples_dir or ".") if data_cfg.name == "shapes" else None,
     )
     res["model"] = str(model_dir)
     print(format_results(res), file=human_output(args))

@@ -2,9 +2,8 @@
 
 Digits (mnist, digits): T2I accuracy and classifier-FID of 10 x n_per_class generated images
 (prompts from the caption templates), caption accuracy and text NLL on as many held-out images.
-Shapes: GenEval-style T2I accuracy per category, seen and held-out compositions, of images
-generated from ``benchmark_prompts(n_per_class)`` (10 x n_per_class prompts), caption exact match
-and text NLL on as many held-out images.
+Shapes: the benchmark of ``shapes_bench.evaluate_shapes`` (GenEval-style T2I per category, seen
+and held-out compositions; caption exact match; VQA per question kind; classifier-FID).
 The judge's held-out accuracy, the sampling speed and the timings go with every result.
 """
 
@@ -12,16 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from mmar.data import DataConfig, build_dataset
 from mmar.data.images import pil_to_tensor, tensor_to_pil
-from mmar.data.shapes import ShapesDataset, benchmark_prompts
 from mmar.evaluation import metrics
 from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
 from mmar.evaluation.judge import JudgeConfig, get_judge
+from mmar.evaluation.shapes_bench import evaluate_shapes, format_rows
 from mmar.model.config import SamplingConfig
 from mmar.pipelines.mmar import MMAR
 from mmar.torch_utils import eval_mode
@@ -32,18 +32,14 @@ EVAL_DATASETS = (*DIGIT_DATASETS, "shapes")
 
 def load_split(data_cfg: DataConfig, split: str) -> dict[str, Any]:
     """All items of a split, stacked: {"images": (N, C, H, W) in [-1, 1], "labels": (N,),
-    "texts"}, and for shapes "scenes" (each item's ``Scene``) and "qa" (its [[q, a], ...])."""
+    "texts"}."""
     ds = build_dataset(data_cfg, split)
     items = [ds[i] for i in range(len(ds))]
-    out = {
+    return {
         "images": torch.stack([it["image"] for it in items]).float(),
         "labels": torch.tensor([it["label"] for it in items]),
         "texts": [it["text"] for it in items],
     }
-    if isinstance(ds, ShapesDataset):
-        out["scenes"] = [ds.scene(i) for i in range(len(ds))]
-        out["qa"] = [it["qa"] for it in items]
-    return out
 
 
 def eval_data_config(model: MMAR, dataset: str | DataConfig) -> DataConfig:
@@ -74,15 +70,18 @@ def evaluate(
     judge_cache_dir: str | None = None,
     inception_weights: str | None = None,
     log: Callable[[str], None] | None = print,
+    samples_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """All metrics for ``model`` on ``dataset``'s held-out split.
 
     n_per_class: digits: images generated per digit (10 x n_per_class in all); shapes: prompts
       per category and seen / held-out (``benchmark_prompts``, 10 x n_per_class in all). As many
-      held-out images are captioned.
+      held-out images are captioned (shapes: and asked their questions).
     sampling: the settings of generation and captioning (batch_size included); default the
       checkpoint's recommended ``model.sampling``. Recorded in the result.
-    inception_weights: a pt_inception .pth file to add the standard FID (``fid_inception``).
+    inception_weights: digits: a pt_inception .pth file to add the standard FID
+      (``fid_inception``).
+    samples_dir: shapes: write samples.png there (prompted samples with the checker's verdicts).
     Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
     """
     with eval_mode(model.model):
@@ -95,6 +94,7 @@ def evaluate(
             judge_cache_dir,
             inception_weights,
             log,
+            samples_dir,
         )
 
 
@@ -107,9 +107,16 @@ def _evaluate(
     judge_cache_dir: str | None,
     inception_weights: str | None,
     log: Callable[[str], None] | None,
+    samples_dir: str | Path | None,
 ) -> dict[str, Any]:
-    t_start = time.perf_counter()
     data_cfg = eval_data_config(model, dataset)
+    if data_cfg.name == "shapes":
+        if inception_weights is not None:
+            raise ValueError("evaluate: Inception FID is for digits; shapes report classifier-FID")
+        return evaluate_shapes(
+            model, data_cfg, n_per_class, seed, sampling, judge_cache_dir, log, samples_dir
+        )
+    t_start = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     test = load_split(data_cfg, "test")
     n = 10 * n_per_class
@@ -123,30 +130,26 @@ def _evaluate(
     }
     timings: dict[str, float] = {}
 
-    if data_cfg.name in DIGIT_DATASETS:
-        t0 = time.perf_counter()
-        jcfg = JudgeConfig(
-            dataset=data_cfg.name,
-            image_size=data_cfg.image_size,
-            channels=data_cfg.image_channels,
-            test_fraction=data_cfg.test_fraction,
-        )
+    t0 = time.perf_counter()
+    jcfg = JudgeConfig(
+        dataset=data_cfg.name,
+        image_size=data_cfg.image_size,
+        channels=data_cfg.image_channels,
+        test_fraction=data_cfg.test_fraction,
+    )
 
-        def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-            s = test if split == "test" else load_split(data_cfg, split)
-            return s["images"], s["labels"]
+    def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        s = test if split == "test" else load_split(data_cfg, split)
+        return s["images"], s["labels"]
 
-        judge = get_judge(jcfg, judge_split, judge_cache_dir, log=log)
-        timings["judge_s"] = time.perf_counter() - t0
-        res.update(
-            judge_heldout_accuracy=judge.heldout_accuracy,
-            judge_from_cache=judge.from_cache,
-            judge_path=str(judge.cache_path),
-        )
-        prompts, labels = metrics.digit_prompts(n_per_class)
-    else:
-        bench = benchmark_prompts(n_per_class, seed)
-        prompts = [b.text for b in bench]
+    judge = get_judge(jcfg, judge_split, judge_cache_dir, log=log)
+    timings["judge_s"] = time.perf_counter() - t0
+    res.update(
+        judge_heldout_accuracy=judge.heldout_accuracy,
+        judge_from_cache=judge.from_cache,
+        judge_path=str(judge.cache_path),
+    )
+    prompts, labels = metrics.digit_prompts(n_per_class)
     if log:
         log(f"eval {data_cfg.name}: generating {len(prompts)} images ({sampling})")
     t0 = time.perf_counter()
@@ -160,22 +163,14 @@ def _evaluate(
     m = min(len(gen), len(perm) // 2)
     real_a, real_b = test["images"][perm[:m]], test["images"][perm[m : 2 * m]]
     t0 = time.perf_counter()
-    if data_cfg.name in DIGIT_DATASETS:
-        t2i = metrics.t2i_digit_accuracy(judge, gen, labels)
-        res.update(
-            t2i_accuracy=t2i["accuracy"],
-            t2i_accuracy_per_digit=t2i["per_digit"],
-            classifier_fid=metrics.classifier_fid(judge, gen, real_a),
-            classifier_fid_real_floor=metrics.classifier_fid(judge, real_b, real_a),
-            n_real_reference=m,
-        )
-    else:
-        t2i = metrics.shapes_t2i_scores(bench, pil)
-        res.update(
-            t2i_accuracy_seen=t2i["overall"]["seen"],
-            t2i_accuracy_heldout=t2i["overall"]["heldout"],
-            t2i_categories=t2i["categories"],
-        )
+    t2i = metrics.t2i_digit_accuracy(judge, gen, labels)
+    res.update(
+        t2i_accuracy=t2i["accuracy"],
+        t2i_accuracy_per_digit=t2i["per_digit"],
+        classifier_fid=metrics.classifier_fid(judge, gen, real_a),
+        classifier_fid_real_floor=metrics.classifier_fid(judge, real_b, real_a),
+        n_real_reference=m,
+    )
     if inception_weights is not None:
         inception = InceptionFeatures(inception_weights)
         mu_r, s_r = feature_statistics(inception, real_a, 32)
@@ -189,11 +184,7 @@ def _evaluate(
     timings["caption_s"] = time.perf_counter() - t0
     res["n_captioned"] = len(captions)
     res["caption_examples"] = [{"true": t, "generated": c} for t, c in zip(texts[:5], captions[:5])]
-    if data_cfg.name in DIGIT_DATASETS:
-        res["caption_accuracy"] = metrics.caption_digit_accuracy(captions, test["labels"][idx])
-    else:
-        cap = metrics.shapes_caption_accuracy(captions, [test["scenes"][i] for i in idx])
-        res.update(caption_exact=cap["exact"], caption_parsed=cap["parsed"])
+    res["caption_accuracy"] = metrics.caption_digit_accuracy(captions, test["labels"][idx])
     t0 = time.perf_counter()
     res["text_nll_nats_per_token"] = metrics.text_nll_per_token(
         model, images, texts, sampling.batch_size
@@ -219,7 +210,7 @@ def format_results(res: dict[str, Any]) -> str:
             f"T={s['temperature']}",
         ),
     ]
-    if "judge_heldout_accuracy" in res:
+    if res["dataset"] != "shapes":
         judge = f"judge held-out acc {res['judge_heldout_accuracy']:.4f}"
         rows += [
             (
@@ -237,22 +228,7 @@ def format_results(res: dict[str, Any]) -> str:
             ("caption accuracy", f"{res['caption_accuracy']:.4f}  (n={res['n_captioned']})"),
         ]
     else:
-
-        def seen_heldout(v: dict[str, Any]) -> str:
-            held = "n/a" if v["heldout"] is None else f"{v['heldout']:.4f}"
-            return f"seen {v['seen']:.4f}  held-out {held}"
-
-        for cat, v in res["t2i_categories"].items():
-            rows.append((f"T2I {cat}", f"{seen_heldout(v)}  (n={v['n_seen']}+{v['n_heldout']})"))
-        overall = {"seen": res["t2i_accuracy_seen"], "heldout": res["t2i_accuracy_heldout"]}
-        rows.append(("T2I overall", f"{seen_heldout(overall)}  (n={res['n_generated']})"))
-        rows.append(
-            (
-                "caption exact match",
-                f"{res['caption_exact']:.4f}  (n={res['n_captioned']}, in the grammar "
-                f"{res['caption_parsed']:.4f})",
-            )
-        )
+        rows += format_rows(res)
     if "fid_inception" in res:
         rows.append(("FID (Inception)", f"{res['fid_inception']:.4f}"))
     rows += [
