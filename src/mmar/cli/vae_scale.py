@@ -3,7 +3,7 @@
 The diffusion head assumes unit-variance tokens, so latents are multiplied by
 scale = 1 / std(z), with std over every element of the raw (scale 1.0) latents z of N images
 (LDM's recipe; MAR's KL-16 value 0.2325 came from ImageNet). Put the printed value in the config
-as `image_tokenizer.scale`.
+as `image_tokenizer.scale`. (`mmar train-tokenizer` stores its own VAE's scale itself.)
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mmar.cli.options import (
     CliError,
@@ -24,8 +24,6 @@ from mmar.data.folder import load_image
 
 if TYPE_CHECKING:
     import torch
-
-    from mmar.tokenizers.base import ImageTokenizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
@@ -107,36 +105,11 @@ def _builtin_images(
     return [item["image"].float() for item in items if item is not None]  # (3, S, S) each
 
 
-def estimate_scale(
-    tokenizer: ImageTokenizer,
-    images: list[torch.Tensor],
-    batch_size: int,
-    generator: torch.Generator,
-) -> dict[str, Any]:
-    """Encode images (scale 1.0) and return mean, std, scale = 1/std of all latent elements."""
-    import torch
-
-    device = next(tokenizer.parameters()).device
-    latents = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = torch.stack(images[i : i + batch_size]).to(device)  # (B, 3, S, S)
-            latents.append(tokenizer.encode(batch, generator=generator).double().cpu())
-    z = torch.cat(latents)  # (N, C, h, w)
-    std = z.std().item()
-    return {
-        "scale": 1.0 / std,
-        "mean": z.mean().item(),
-        "std": std,
-        "num_images": z.shape[0],
-        "latent_shape": list(z.shape[1:]),
-    }
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from mmar.tokenizers import ImageTokenizerConfig, build_image_tokenizer
+    from mmar.tokenizers.scale import estimate_scale
     from mmar.torch_utils import resolve_device
 
     device = resolve_device(args.device)
