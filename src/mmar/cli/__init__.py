@@ -31,6 +31,7 @@ COMMANDS = [
     "answer",
     "eval",
     "precision",
+    "train_tokenizer",
     "vae_scale",
     "cache_latents",
     "perplexity",
