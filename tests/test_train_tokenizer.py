@@ -88,7 +88,7 @@ def test_same_seed_same_weights_and_the_global_rng_is_left_alone(tmp_path):
         ("kl.norm_num_groups=3", "norm_num_groups"),  # does not divide 8 and 16
         ("kl.latent_channels=0", "latent_channels"),
         ("kl.kl_weight=-1e-6", "kl_weight"),
-        ("loss.l1=0", "ReconstructionLoss"),  # l2 is 0 too: no reconstruction term
+        ("loss={l1: 0, l2: 0}", "ReconstructionLoss"),  # no reconstruction term
         ("loss.l2=-1", "l2"),
         ("lr=0", "lr"),
         ("batch_size=0", "batch_size"),

@@ -22,7 +22,7 @@ data or file.
 
 examples:
   mmar train-tokenizer --set data.name=shapes --set minutes=5 --out runs/shapes-kl
-  mmar train-tokenizer --set data.name=shapes 'kl.block_out_channels=[32,64,64]' --out runs/kl-s4
+  mmar train-tokenizer --set data.name=shapes 'kl.block_out_channels=[16,32,32]' --out runs/kl-s4
   mmar train-tokenizer --config tokenizer.yaml --set steps=500 lr=5e-4 --out runs/my-kl
   mmar train-tokenizer --set data.name=folder data.path=data/my_images data.image_size=64 \\
       --out runs/my-kl
