@@ -59,6 +59,45 @@ def test_quickstart_short_run_writes_every_output(tmp_path, monkeypatch):
     assert len(model.caption(model.generate_images([""], num_iter=2, num_steps=2))) == 1
 
 
+def test_quickstart_shapes_bench_trains_all_three_tasks_and_scores_them(tmp_path, monkeypatch):
+    """--bench shapes: the shapes presets (vqa samples included), the shapes benchmark."""
+    from mmar.evaluation import shapes_bench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(shapes_bench, "JUDGE_TRAIN_ITEMS", 200)  # a quick judge: seconds
+    out = tmp_path / "qs"
+    small = [  # the presets' structure at a test's size
+        "model.backbone.hidden_size=32",
+        "model.backbone.intermediate_size=64",
+        "model.backbone.num_layers=1",
+        "model.vit.width=32",
+        "model.vit.depth=1",
+        "model.diffusion.head_width=32",
+        "model.diffusion.head_depth=1",
+        "model.sampling.num_steps=2",
+        "model.sampling.num_iter=2",
+    ]
+    args = ["quickstart", "--bench", "shapes", "--steps", "4", "--n-per-class", "1"]
+    rc = main(
+        [*args, "--out", str(out), "--set", "train.progress=false", "train.batch_size=8", *small]
+    )
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["bench"] == "shapes" and res["train_steps"] == {"stage1": 2, "stage2": 2}
+    assert set(res["targets"]) == {
+        "t2i_overall_seen",
+        "t2i_overall_heldout",
+        "vqa_accuracy",
+        "caption_exact",
+    }
+    for key in ("t2i_accuracy_seen", "t2i_accuracy_heldout", "caption_exact", "vqa_accuracy"):
+        assert 0.0 <= res[key] <= 1.0, key
+    assert res["n_generated"] == 10 and sum(res["vqa_n_per_kind"].values()) >= 10
+    assert (out / "samples.png").is_file()
+    run = load_preset("shapes_stage2", [])
+    assert run.train.kinds.vqa > 0 and run.data.name == "shapes"
+
+
 def test_quickstart_refuses_existing_out(tmp_path, capsys):
     (tmp_path / "qs").mkdir()
     (tmp_path / "qs" / "x").write_text("keep me")
