@@ -35,15 +35,17 @@ WEIGHTS = "model.safetensors"
 
 
 def checkpoints(run: Path) -> list[tuple[str, Path]]:
-    """(label, directory) of every checkpoint with weights, stage 1 then stage 2, by step."""
+    """(label, directory) of every checkpoint with weights, stage 1 then stage 2, by step; a
+    stage's last step checkpoint is left out when its final/ (the same weights) is there."""
     out = []
     for stage in ("stage1", "stage2"):
         steps = sorted(
             (run / stage / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1])
         )
-        out += [(f"{stage}/{p.name}", p) for p in steps if (p / WEIGHTS).is_file()]
+        steps = [p for p in steps if (p / WEIGHTS).is_file()]
         if (run / stage / "final" / WEIGHTS).is_file():
-            out.append((f"{stage}/final", run / stage / "final"))
+            steps = [*steps[:-1], run / stage / "final"]
+        out += [(f"{stage}/{p.name}", p) for p in steps]
     if not out:
         raise SystemExit(f"{run}: no stage1/ or stage2/ checkpoint with {WEIGHTS}")
     return out
