@@ -46,6 +46,7 @@ class Bench:
     """One quickstart job: its two presets, its default budget and its targets."""
 
     presets: tuple[str, str]
+    out: str  # the default output directory
     minutes: float
     targets: dict[str, float]
     train_share: float  # share of the budget calibrated for training; the rest is evaluation
@@ -54,12 +55,14 @@ class Bench:
 BENCHES = {
     "mnist": Bench(
         ("quickstart_stage1", "quickstart_stage2"),
+        "runs/quickstart",
         15.0,
         {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
         0.9,
     ),
     "shapes": Bench(
         ("shapes_stage1", "shapes_stage2"),
+        "runs/shapes",
         30.0,
         {
             "t2i_overall_seen": 0.90,
@@ -83,7 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--out", default="runs/quickstart", help="output directory (default: %(default)s)"
+        "--out",
+        default=None,
+        help="output directory (default: runs/quickstart for mnist, runs/shapes for shapes)",
     )
     p.add_argument(
         "--bench",
@@ -248,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
 
-    out = check_out_dir(args.out)
+    bench = BENCHES[args.bench]
+    out = check_out_dir(args.out or bench.out)
     if args.n_per_class < 1:
         raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
     if out.exists():
@@ -257,7 +263,6 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     device = resolve_device(args.device)
-    bench = BENCHES[args.bench]
     minutes = bench.minutes if args.minutes is None else args.minutes
     seed = [f"train.seed={args.seed}", f"train.device={device}", *args.overrides]
     stage1 = load_preset(bench.presets[0], seed)
