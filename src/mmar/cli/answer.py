@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from mmar.cli.caption import escape, read_image
+from mmar.cli.caption import escape, read_images
 from mmar.cli.options import (
     CliError,
     add_json_option,
@@ -90,23 +90,16 @@ def _questions(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image
 
-    # whatever Pillow raises on a file it cannot decode (as mmar.data.folder.load_image catches)
-    unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
     questions = _questions(args)  # before the model loads: a usage error costs nothing
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
-    results: list[dict[str, Any]] = []
-    pixels, asked, seeds = [], [], []
-    for k, (path, question) in enumerate(zip(args.images, questions)):
-        try:
-            pixels.append(read_image(path, model.processor))
-            asked.append(question)
-            seeds.append(args.seed + k)
-            results.append({"image": path, "question": question})
-        except unreadable as e:
-            results.append({"image": path, "question": question, "error": str(e)})
+    pixels, seeds, errors = read_images(args.images, model.processor, args.seed)
+    asked = [q for q, e in zip(questions, errors) if e is None]
+    results: list[dict[str, Any]] = [
+        {"image": p, "question": q} | ({} if e is None else {"error": e})
+        for p, q, e in zip(args.images, questions, errors)
+    ]
     try:
         texts = model.answer(torch.cat(pixels), asked, sampling, seed=seeds) if pixels else []
     except ValueError as e:  # ConfigError included: a sampling value this model cannot take

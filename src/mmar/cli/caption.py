@@ -83,23 +83,38 @@ def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
         return processor.preprocess([im])
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def read_images(
+    paths: list[str], processor: MMARProcessor, seed: int
+) -> tuple[list[torch.Tensor], list[int], list[str | None]]:
+    """Read every file that can be read: (the readable images, each (1, C, H, W); their seeds,
+    ``seed`` + the file's position, so a file's result does not depend on the others; per path
+    the reason it could not be read, or None)."""
     from PIL import Image
 
     # whatever Pillow raises on a file it cannot decode (as mmar.data.folder.load_image catches)
     unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+    pixels: list[torch.Tensor] = []
+    seeds: list[int] = []
+    errors: list[str | None] = []
+    for k, path in enumerate(paths):
+        try:
+            pixels.append(read_image(path, processor))
+            seeds.append(seed + k)
+            errors.append(None)
+        except unreadable as e:
+            errors.append(str(e))
+    return pixels, seeds, errors
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
     model = load_model(args)
     sampling = sampling_from_args(model.sampling, args)
-    results: list[dict[str, Any]] = []
-    pixels, seeds = [], []
-    for k, path in enumerate(args.images):
-        try:
-            pixels.append(read_image(path, model.processor))
-            seeds.append(args.seed + k)
-            results.append({"image": path})
-        except unreadable as e:
-            results.append({"image": path, "error": str(e)})
+    pixels, seeds, errors = read_images(args.images, model.processor, args.seed)
+    results: list[dict[str, Any]] = [
+        {"image": p} if e is None else {"image": p, "error": e} for p, e in zip(args.images, errors)
+    ]
     try:
         texts = model.caption(torch.cat(pixels), sampling, seed=seeds) if pixels else []
     except ValueError as e:  # ConfigError included: a sampling value this model cannot take
