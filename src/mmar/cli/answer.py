@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from mmar.cli.caption import escape, read_images
+from mmar.cli.caption import read_images, report
 from mmar.cli.options import (
     CliError,
     add_json_option,
     add_model_options,
     add_sampling_options,
-    human_output,
     load_model,
     sampling_from_args,
-    write_json,
 )
 
 DESCRIPTION = """\
@@ -104,16 +101,4 @@ def run(args: argparse.Namespace) -> int:
         texts = model.answer(torch.cat(pixels), asked, sampling, seed=seeds) if pixels else []
     except ValueError as e:  # ConfigError included: a sampling value this model cannot take
         raise CliError(str(e)) from None
-    answered = iter(texts)
-    human = human_output(args)
-    for r in results:
-        if "error" in r:
-            print(
-                f"mmar answer: skipped {escape(r['image'])}: {escape(r['error'])}", file=sys.stderr
-            )
-        else:
-            r["answer"] = next(answered)
-            fields = (r["image"], r["question"], r["answer"])
-            print("\t".join(escape(f) for f in fields), file=human)
-    write_json(results, args.json)
-    return 1 if len(texts) < len(results) else 0
+    return report(args, "answer", results, texts, ("image", "question", "answer"))

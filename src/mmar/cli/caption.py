@@ -119,15 +119,29 @@ def run(args: argparse.Namespace) -> int:
         texts = model.caption(torch.cat(pixels), sampling, seed=seeds) if pixels else []
     except ValueError as e:  # ConfigError included: a sampling value this model cannot take
         raise CliError(str(e)) from None
-    captioned = iter(texts)
+    return report(args, "caption", results, texts, ("image", "caption"))
+
+
+def report(
+    args: argparse.Namespace,
+    command: str,
+    results: list[dict[str, Any]],
+    texts: list[str],
+    columns: tuple[str, ...],
+) -> int:
+    """Give each readable result its text (under ``columns[-1]``), print one escaped line of
+    ``columns`` per result (a skipped file to stderr, named), write --json; the exit status: 1
+    when a file was skipped, else 0."""
+    produced = iter(texts)
     human = human_output(args)
     for r in results:
         if "error" in r:
             print(
-                f"mmar caption: skipped {escape(r['image'])}: {escape(r['error'])}", file=sys.stderr
+                f"mmar {command}: skipped {escape(r['image'])}: {escape(r['error'])}",
+                file=sys.stderr,
             )
         else:
-            r["caption"] = next(captioned)
-            print(f"{escape(r['image'])}\t{escape(r['caption'])}", file=human)
+            r[columns[-1]] = next(produced)
+            print("\t".join(escape(r[c]) for c in columns), file=human)
     write_json(results, args.json)
     return 1 if len(texts) < len(results) else 0
