@@ -9,6 +9,7 @@ quantisation.
     images = model.generate_images(["a handwritten digit seven"], seed=0)
     captions = model.caption(images)
     answers = model.answer(images, "how many squares are there?")  # a model trained with vqa
+    edited = model.inpaint(images, mmar.box_keep_mask(32, (8, 8, 24, 24)), "digit one")
 """
 
 from typing import Any
@@ -19,12 +20,14 @@ __all__ = [
     "MMAR",
     "AnswerPipeline",
     "CaptionPipeline",
+    "EditingPipeline",
     "MMARConfig",
     "MMARModel",
     "MMARProcessor",
     "SamplingConfig",
     "TextToImagePipeline",
     "__version__",
+    "box_keep_mask",
 ]
 
 _LAZY = {  # `import mmar` does not import torch/transformers
@@ -32,6 +35,8 @@ _LAZY = {  # `import mmar` does not import torch/transformers
     "TextToImagePipeline": "mmar.pipelines.text_to_image",
     "CaptionPipeline": "mmar.pipelines.captioning",
     "AnswerPipeline": "mmar.pipelines.answering",
+    "EditingPipeline": "mmar.pipelines.editing",
+    "box_keep_mask": "mmar.pipelines.editing",
     "MMARModel": "mmar.model.mmar",
     "MMARProcessor": "mmar.model.processor",
     "MMARConfig": "mmar.model.config",

@@ -4,6 +4,8 @@
     images = model.generate_images(["a handwritten digit seven"], guidance_scale=3.0, seed=0)
     captions = model.caption(images)
     answers = model.answer(images, "what colour is the circle?")
+    edited = model.inpaint(images, mmar.box_keep_mask(32, (8, 8, 24, 24)), "a red circle", seed=0)
+    for frames in model.stream_images("a red circle"): ...    # the progressive reveal
     model.save_pretrained("out/")
 
 Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
@@ -13,7 +15,7 @@ The parts stay reachable: ``model.model`` (the ``MMARModel`` nn.Module), ``model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from mmar.model.processor import ImagesLike, MMARProcessor
 from mmar.pipelines.answering import AnswerPipeline
 from mmar.pipelines.base import Seed, sampling_config
 from mmar.pipelines.captioning import CaptionPipeline
+from mmar.pipelines.editing import Direction, EditingPipeline, MaskLike
 from mmar.pipelines.text_to_image import TextToImagePipeline
 from mmar.torch_utils import eval_mode
 
@@ -40,6 +43,7 @@ class MMAR:
         self.text_to_image = TextToImagePipeline(model, processor)
         self.captioner = CaptionPipeline(model, processor)
         self.answerer = AnswerPipeline(model, processor)
+        self.editor = EditingPipeline(self.text_to_image)
 
     # --- construction and persistence ---------------------------------------------------------
     @classmethod
@@ -131,6 +135,81 @@ class MMAR:
         """Image tokens (B, N, D) instead of images; arguments as ``generate_images``."""
         s = sampling_config(self.sampling, sampling, **overrides)
         return self.text_to_image.generate_tokens(prompts, s, seed, use_cache)
+
+    def stream_images(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        every: int = 1,
+        **overrides: Any,
+    ) -> Iterator[list[Image.Image]]:
+        """``generate_images``, yielding the partly revealed images after every ``every``-th
+        masked-AR iteration (not yet revealed tokens grey), the finished images last."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.text_to_image.stream(prompts, s, seed, every)
+
+    # --- editing (mmar.pipelines.editing) -------------------------------------------------------
+    def inpaint(
+        self,
+        images: ImagesLike,
+        keep_mask: MaskLike,
+        prompts: str | Sequence[str] = "",
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        **overrides: Any,
+    ) -> list[Image.Image]:
+        """Regenerate where ``keep_mask`` is False, conditioned on the prompts and on the kept
+        part: keep_mask bool (H, W) / (B, H, W) per pixel, or (g, g) / (B, g, g) per token
+        (``box_keep_mask(size, box)`` makes one). Kept pixels come back bit-identical."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.editor.inpaint(images, keep_mask, prompts, s, seed)
+
+    def stream_inpaint(
+        self,
+        images: ImagesLike,
+        keep_mask: MaskLike,
+        prompts: str | Sequence[str] = "",
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        every: int = 1,
+        **overrides: Any,
+    ) -> Iterator[list[Image.Image]]:
+        """``inpaint``, yielding the images after every ``every``-th iteration, the result last."""
+        s = sampling_config(self.sampling, sampling, **overrides)
+        return self.editor.stream_inpaint(images, keep_mask, prompts, s, seed, every)
+
+    def outpaint(
+        self,
+        images: ImagesLike,
+        direction: Direction | None = "right",
+        amount: float = 0.5,
+        prompts: str | Sequence[str] = "",
+        placement: Sequence[int] | None = None,
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        **overrides: Any,
+    ) -> list[Image.Image]:
+        """Extend images: shifted away from ``direction`` by ``amount`` of the canvas (whole
+        tokens), or resized and placed at ``placement = (x, y, size)``; the rest is generated.
+        Inpainting on the model's fixed canvas (``EditingPipeline.outpaint_canvas``)."""
+        canvas, keep = self.editor.outpaint_canvas(images, direction, amount, placement)
+        return self.inpaint(canvas, keep, prompts, sampling, seed, **overrides)
+
+    def vary(
+        self,
+        images: ImagesLike,
+        fraction: float = 0.25,
+        prompts: str | Sequence[str] = "",
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        **overrides: Any,
+    ) -> list[Image.Image]:
+        """Variations: regenerate ``fraction`` of each image's tokens, chosen at random (image
+        i's choice and its sampling both from seed + i)."""
+        n = self.processor.preprocess(images).shape[0]
+        keep = self.editor.variation_mask(n, fraction, seed)
+        return self.inpaint(images, keep, prompts, sampling, seed, **overrides)
 
     def caption(
         self,

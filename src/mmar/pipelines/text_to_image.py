@@ -15,11 +15,18 @@
 The cache is cropped back to the prefix after each iteration, so every iteration sees the same
 prefix keys/values; ``use_cache=False`` recomputes prefix + block each time (same result).
 Each image's order and noise come from its own generator (see :mod:`mmar.pipelines.base`).
+
+Editing (``KnownTokens``, docs/method.md §3): tokens given with keep = True are visible from the
+first iteration and never resampled; only the M = N - (kept) others are masked, ordered and
+revealed, by the same schedule over M (and the guidance ramp over M). With nothing kept this is
+exactly text-to-image (same draws, same tokens). ``steps`` yields the state after every iteration
+(the progressive reveal a demo can show).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -40,6 +47,43 @@ from mmar.pipelines.base import (
     warn_if_prompts_lose_words,
 )
 from mmar.torch_utils import eval_mode
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownTokens:
+    """Image tokens given to the sampler (editing): ``tokens`` (B, N, D) float and ``keep`` (B, N)
+    bool, True where a token is kept (visible from the first iteration, never resampled); the
+    values of ``tokens`` where keep is False are ignored."""
+
+    tokens: torch.Tensor
+    keep: torch.Tensor
+
+    def __post_init__(self) -> None:
+        t, k = self.tokens, self.keep
+        if t.dim() != 3 or k.shape != t.shape[:2] or k.dtype != torch.bool:
+            raise ValueError(
+                f"KnownTokens: tokens must be (B, N, D) float and keep (B, N) bool, got tokens "
+                f"{tuple(t.shape)} and keep {tuple(k.shape)} {k.dtype}"
+            )
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, rows: Sequence[int]) -> KnownTokens:
+        i = torch.as_tensor(list(rows), dtype=torch.long, device=self.tokens.device)
+        return KnownTokens(self.tokens[i], self.keep[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingStep:
+    """The state after one masked-AR iteration of a call: ``index`` of ``total`` (the revealing
+    iterations of the batch in progress), and every sample's ``tokens`` (B, N, D) with ``masked``
+    (B, N) bool, True where a token is not revealed yet (its value there is meaningless)."""
+
+    index: int
+    total: int
+    tokens: torch.Tensor
+    masked: torch.Tensor
 
 
 class TextToImagePipeline:
@@ -68,39 +112,106 @@ class TextToImagePipeline:
         tokens = self.generate_tokens(prompts, sampling, seed, use_cache)
         return self.processor.postprocess(self.processor.decode_tokens(tokens))
 
+    def stream(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        every: int = 1,
+    ) -> Iterator[list[Image.Image]]:
+        """``__call__``, yielding every sample's image after every ``every``-th iteration (tokens
+        not yet revealed shown grey: ``render``) and always the finished images last
+        (``every=0``: only those). The progressive reveal of masked AR, for a demo."""
+        for step in self.frames(self.steps(prompts, sampling, seed), every):
+            yield self.processor.postprocess(self.render(step.tokens, step.masked))
+
+    @staticmethod
+    def frames(steps: Iterator[SamplingStep], every: int) -> Iterator[SamplingStep]:
+        """Every ``every``-th of ``steps`` and the last one (``every`` 0: the last only)."""
+        if every < 0:
+            raise ValueError(f"every: show every n-th iteration, n >= 0, got {every}; e.g. 1")
+        step = None
+        for i, step in enumerate(steps, 1):
+            if every and i % every == 0:
+                yield step
+                step = None
+        if step is not None:
+            yield step
+
+    def render(self, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [-1, 1] of partly revealed tokens (B, N, D): the decoded
+        revealed tokens, with the pixels of every token still masked (B, N) set to grey (0)."""
+        g = self.model.geometry.latent_size // self.model.geometry.patch_size  # tokens per side
+        images = self.processor.decode_tokens(torch.where(masked[..., None], 0.0, tokens))
+        cell = images.shape[-1] // g  # pixels per token side
+        grey = masked.view(-1, 1, g, 1, g, 1).expand(-1, 1, -1, cell, -1, cell)
+        return images.masked_fill(grey.reshape(-1, 1, g * cell, g * cell), 0.0)
+
     def generate_tokens(
         self,
         prompts: str | Sequence[str],
         sampling: SamplingConfig | None = None,
         seed: Seed = 0,
         use_cache: bool = True,
+        known: KnownTokens | None = None,
     ) -> torch.Tensor:
-        """Image tokens (B, N, D) for the prompts; arguments as ``__call__``."""
+        """Image tokens (B, N, D) for the prompts; arguments as ``__call__``; ``known``: tokens
+        to keep (editing), one row per prompt."""
+        *_, last = self.steps(prompts, sampling, seed, use_cache, known)
+        return last.tokens
+
+    def steps(
+        self,
+        prompts: str | Sequence[str],
+        sampling: SamplingConfig | None = None,
+        seed: Seed = 0,
+        use_cache: bool = True,
+        known: KnownTokens | None = None,
+    ) -> Iterator[SamplingStep]:
+        """The sampling of ``generate_tokens``, yielding the state of all B samples after every
+        iteration of every batch (batches run one after the other; samples of later batches stay
+        masked meanwhile). The last step holds the finished tokens. The yielded tensors are the
+        sampler's own: copy them to keep them past the next step."""
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
         self.model.config.check_sampling(s)
         warn_if_ignored(s)
         warn_if_prompts_lose_words(self.processor, prompts)
         seeds = sample_seeds(seed, len(prompts))
+        model, dev = self.model, self.model.device
+        B, N, D = len(prompts), model.num_image_tokens, model.geometry.token_dim
+        if known is None:
+            known = KnownTokens(
+                torch.zeros(B, N, D, device=dev), torch.zeros(B, N, dtype=torch.bool, device=dev)
+            )
+        if len(known) != B or known.tokens.shape[1:] != (N, D):
+            raise ValueError(
+                f"known tokens: expected ({B}, {N}, {D}) for {B} prompts of this model, got "
+                f"{tuple(known.tokens.shape)}"
+            )
+        known = KnownTokens(known.tokens.to(dev, torch.float32), known.keep.to(dev))
         scheduler = build_noise_scheduler(
             s.scheduler,
             self.model.noise_schedule(),
             self.model.config.diffusion.parameterization,
             s.eta,
         )
+        tokens = torch.where(known.keep[..., None], known.tokens, 0.0)  # (B, N, D)
+        masked = ~known.keep  # (B, N)
+        batches = _batches(masked.sum(1).tolist(), s.batch_size)
+        if not batches:  # every token is kept: nothing to sample
+            yield SamplingStep(0, 0, tokens, masked)
         with eval_mode(self.model), torch.no_grad():
-            return torch.cat(
-                [
-                    self._sample_batch(
-                        prompts[i : i + s.batch_size],
-                        seeds[i : i + s.batch_size],
-                        s,
-                        scheduler,
-                        use_cache,
-                    )
-                    for i in range(0, len(prompts), s.batch_size)
-                ]
-            )
+            for rows in batches:
+                sub = known.select(rows)
+                steps = self._sample_batch(
+                    [prompts[i] for i in rows], [seeds[i] for i in rows], s, scheduler,
+                    use_cache, sub,
+                )  # fmt: skip
+                idx = torch.as_tensor(rows, device=dev)
+                for step in steps:
+                    tokens[idx], masked[idx] = step.tokens, step.masked
+                    yield SamplingStep(step.index, step.total, tokens, masked)
 
     def _sample_batch(
         self,
@@ -109,8 +220,10 @@ class TextToImagePipeline:
         s: SamplingConfig,
         scheduler: NoiseScheduler,
         use_cache: bool,
-    ) -> torch.Tensor:
-        """Tokens (B, N, D) of one batch of prompts."""
+        known: KnownTokens,
+    ) -> Iterator[SamplingStep]:
+        """The states (B, N, D) / (B, N) of one batch after each of its iterations; every
+        sample of the batch has the same number M of tokens to generate (``_batches``)."""
         # fmt: off
         model, dev = self.model, self.model.device
         B, N, D = len(prompts), model.num_image_tokens, model.geometry.token_dim
@@ -130,11 +243,14 @@ class TextToImagePipeline:
             mask = model.attention_mask(batch)                             # (B2, 1, L, L)
 
         orders = torch.cat([random_orders(1, N, g, dev) for g in gens])    # (B, N)
-        tokens = torch.zeros(B, N, D, device=dev)
-        masked = torch.ones(B, N, dtype=torch.bool, device=dev)
+        free = ~known.keep.gather(1, orders)                               # (B, N) in order
+        M = int(free[0].sum())                                             # tokens to generate
+        orders = orders[free].view(B, M)                                   # (B, M): free only
+        tokens = torch.where(known.keep[..., None], known.tokens, 0.0)     # (B, N, D)
+        masked = ~known.keep                                               # (B, N)
         reveals = list(reveal_steps(orders, s.num_iter))                   # [(m_k, (B, r_k))]
         steps = annealed_steps(s.num_steps, s.num_steps_final, len(reveals))
-        for (m, reveal), n_steps in zip(reveals, steps):                   # reveal: (B, r)
+        for k, ((m, reveal), n_steps) in enumerate(zip(reveals, steps)):   # reveal: (B, r)
             draws = noise_draws(scheduler, n_steps, s.temperature)        # x_T + noisy steps
             img = model.vit(model.with_mask_token(tokens, masked))         # (B, N, W)
             img = torch.cat([img, img]) if guided else img                 # (B2, N, W)
@@ -153,9 +269,21 @@ class TextToImagePipeline:
             noise = torch.stack([torch.randn(draws, reveal.shape[1], D, generator=g, device=dev)
                                  for g in gens], dim=1).flatten(1, 2)
             x0 = sample_tokens(model.head, cond, scheduler, n_steps, uncond=uncond,
-                               guidance_scale=guidance_ramp(s.guidance_scale, N, m),
+                               guidance_scale=guidance_ramp(s.guidance_scale, M, m),
                                temperature=s.temperature, noise=noise)     # (B r, D)
             tokens.scatter_(1, reveal[..., None].expand(-1, -1, D), x0.view(B, -1, D).float())
             masked.scatter_(1, reveal, False)
-        return tokens
+            yield SamplingStep(k + 1, len(reveals), tokens, masked)
         # fmt: on
+
+
+def _batches(num_free: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Sample indices in batches of at most ``batch_size`` whose samples all generate the same
+    number of tokens (the reveal schedule is one per batch): in call order when they all do (plain
+    text-to-image), grouped by that number otherwise. Samples with nothing to generate are left
+    out. Results do not depend on the grouping: every sample draws from its own generator."""
+    groups: dict[int, list[int]] = {}
+    for i, m in enumerate(num_free):
+        if m:
+            groups.setdefault(m, []).append(i)
+    return [g[j : j + batch_size] for g in groups.values() for j in range(0, len(g), batch_size)]
