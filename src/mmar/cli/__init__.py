@@ -29,6 +29,7 @@ COMMANDS = [
     "generate",
     "caption",
     "answer",
+    "inpaint",
     "eval",
     "precision",
     "train_tokenizer",
