@@ -129,6 +129,9 @@ class FakeShapesModel:
     def text_nll(self, images, texts):
         return float(len(texts)), len(texts)
 
+    def inpaint(self, images, keep_mask, prompts, sampling, seed):
+        return list(images)  # no edit at all: the editing measure must score 0
+
 
 def test_evaluate_shapes_with_a_perfect_fake_model(tmp_path, monkeypatch):
     from PIL import Image
@@ -158,6 +161,9 @@ def test_evaluate_shapes_with_a_perfect_fake_model(tmp_path, monkeypatch):
     assert "caption exact match" in table and "T2I color_attr" in table
     assert "T2I single_object" in table and "held-out n/a" in table
     assert "VQA accuracy" in table and "classifier-FID" in table
+    edits = res["editing"]  # 5 x n_per_class cases, the unedited images returned
+    assert edits["n"] == 10 and edits["success"] == edits["requested"] == 0.0
+    assert edits["others_untouched"] == 1.0 and "editing success 0.0000" in table
 
 
 def test_samples_grid_marks_wrong_images_red(tmp_path):

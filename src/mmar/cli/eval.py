@@ -77,6 +77,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_sampling_options(p)
     p.add_argument(
+        "--edits",
+        type=int,
+        default=None,
+        metavar="N",
+        help="shapes: editing cases, one object inpainted into another colour or shape "
+        "(default 5 x --n-per-class; 0 skips it)",
+    )
+    p.add_argument(
         "--samples-dir",
         default=None,
         metavar="DIR",
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     model_dir = check_model_dir(args.model)
     if args.n_per_class < 1:
         raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    if args.edits is not None and args.edits < 0:
+        raise CliError(f"--edits must be >= 0, got {args.edits}")
     dataset: str | DataConfig = args.dataset or "mnist"
     if args.dataset is None and (recorded := recorded_dataset(model_dir)) is not None:
         if recorded.get("name") not in EVAL_DATASETS:
@@ -151,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         inception_weights=args.inception_weights,
         log=log,
         samples_dir=(args.samples_dir or ".") if data_cfg.name == "shapes" else None,
+        n_edits=args.edits,
     )
     res["model"] = str(model_dir)
     print(format_results(res), file=human_output(args))

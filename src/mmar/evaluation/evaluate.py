@@ -71,6 +71,7 @@ def evaluate(
     inception_weights: str | None = None,
     log: Callable[[str], None] | None = print,
     samples_dir: str | Path | None = None,
+    n_edits: int | None = None,
 ) -> dict[str, Any]:
     """All metrics for ``model`` on ``dataset``'s held-out split.
 
@@ -82,6 +83,7 @@ def evaluate(
     inception_weights: digits: a pt_inception .pth file to add the standard FID
       (``fid_inception``).
     samples_dir: shapes: write samples.png there (prompted samples with the checker's verdicts).
+    n_edits: shapes: editing cases (``shapes_editing``; None: 5 x n_per_class, 0: none).
     Returns a flat JSON-serialisable dict (its keys are checked by tests/test_evaluation_cli.py).
     """
     with eval_mode(model.model):
@@ -95,6 +97,7 @@ def evaluate(
             inception_weights,
             log,
             samples_dir,
+            n_edits,
         )
 
 
@@ -108,14 +111,16 @@ def _evaluate(
     inception_weights: str | None,
     log: Callable[[str], None] | None,
     samples_dir: str | Path | None,
+    n_edits: int | None,
 ) -> dict[str, Any]:
     data_cfg = eval_data_config(model, dataset)
     if data_cfg.name == "shapes":
         if inception_weights is not None:
             raise ValueError("evaluate: Inception FID is for digits; shapes report classifier-FID")
         return evaluate_shapes(
-            model, data_cfg, n_per_class, seed, sampling, judge_cache_dir, log, samples_dir
-        )
+            model, data_cfg, n_per_class, seed, sampling, judge_cache_dir, log, samples_dir,
+            n_edits,
+        )  # fmt: skip
     t_start = time.perf_counter()
     g = torch.Generator().manual_seed(seed)
     test = load_split(data_cfg, "test")

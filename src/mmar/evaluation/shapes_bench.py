@@ -14,6 +14,9 @@
   (multi-label: which of the 48 (colour, shape, size) kinds an image shows), between images
   generated from the test images' own prompts and those test images, with the real-vs-real
   floor (two disjoint halves of the test split) beside it. Not comparable with Inception FID.
+- editing (``shapes_editing``): inpaint one object of a scene into another colour or shape;
+  the share of edits that give exactly the edited scene, the requested object alone, and the
+  other objects untouched.
 - samples.png: prompted samples, one row per category (seen, then held-out), the prompt
   written under each image and a green (checker: right) or red (wrong) frame.
 """
@@ -35,6 +38,7 @@ from mmar.data.scene import COLORS, SHAPES, SIZES, Scene, render_scene
 from mmar.data.shapes import CATEGORIES, BenchPrompt, ShapesDataset, benchmark_prompts
 from mmar.evaluation import metrics
 from mmar.evaluation.judge import Judge, JudgeConfig, get_judge
+from mmar.evaluation.shapes_editing import evaluate_editing
 from mmar.model.config import SamplingConfig
 
 if TYPE_CHECKING:
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 
 JUDGE_TRAIN_ITEMS = 5000  # renders the shapes judge trains on (a fixed prefix of the train split)
 KINDS = [(c, s, z) for c in COLORS for s in SHAPES for z in SIZES]  # the judge's 48 classes
+EDITS_PER_CLASS = 5  # editing cases per n_per_class (100 at the default 20)
 GRID_PER_ROW = 8  # samples.png: columns per category row
 _CELL = 96  # samples.png: pixels per image side (nearest-neighbour upscaling)
 _TEXT_COLS = 16  # characters per line of a prompt under its image (PIL's default font)
@@ -98,8 +103,10 @@ def evaluate_shapes(
     judge_cache_dir: str | None = None,
     log: Callable[[str], None] | None = print,
     samples_dir: str | Path | None = None,
+    n_edits: int | None = None,
 ) -> dict[str, Any]:
-    """Every shapes metric of ``model`` (see the module docstring) as one flat JSON-able dict."""
+    """Every shapes metric of ``model`` (see the module docstring) as one flat JSON-able dict.
+    n_edits: editing cases (None: ``EDITS_PER_CLASS`` x n_per_class; 0: no editing measure)."""
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     ds = build_dataset(data_cfg, "test")
@@ -190,6 +197,12 @@ def evaluate_shapes(
         model, images, texts, sampling.batch_size
     )
     timings["nll_s"] = time.perf_counter() - t0
+    n_edits = EDITS_PER_CLASS * n_per_class if n_edits is None else n_edits
+    if n_edits > 0:
+        if log:
+            log(f"eval shapes: {n_edits} edits (inpaint one object into another colour or shape)")
+        res["editing"] = evaluate_editing(model, n_edits, seed, sampling)
+        timings["editing_s"] = res["editing"]["seconds"]
     timings["total_s"] = time.perf_counter() - t_start
     res["timings"] = timings
     return res
@@ -273,4 +286,15 @@ def format_rows(res: dict[str, Any]) -> list[tuple[str, str]]:
             f"held-out set accuracy {res['judge_heldout_accuracy']:.4f})",
         ),
     ]
+    if "editing" in res:
+        e = res["editing"]
+        rows.append(
+            (
+                "editing success",
+                f"{e['success']:.4f}  (requested object {e['requested']:.4f}, others untouched "
+                f"{e['others_untouched']:.4f}; colour {e['success_per_change']['colour']:.3f}, "
+                f"shape {e['success_per_change']['shape']:.3f}; n={e['n']}, rendered targets "
+                f"{e['control_rendered_targets']:.2f})",
+            )
+        )
     return rows
