@@ -237,8 +237,11 @@ class Config:
 
     def to_json(self, path: str | Path) -> None:
         """Write the config as JSON, with the version of mmar that wrote it (``VERSION_KEY``)."""
-        data = {VERSION_KEY: __version__, **self.to_dict()}
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+        Path(path).write_text(self.json_text())
+
+    def json_text(self) -> str:
+        """What :meth:`to_json` writes (a model card quotes it)."""
+        return json.dumps({VERSION_KEY: __version__, **self.to_dict()}, indent=2) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         def conv(v: Any) -> Any:
