@@ -21,6 +21,7 @@ MINIMUM = {
     "torch": "2.13",  # FSDPModule.set_reduce_scatter_unused_params (parallel.py)
     "transformers": "5.24",  # decoder(cache=...) / out.cache; 5.23 raises AttributeError
     "tokenizers": "0.23.1",  # transformers 5.24's own floor
+    "huggingface-hub": "2.4",  # Hub loading / push_to_hub (model/hub.py); the version tested
     "safetensors": "0.8",  # transformers 5.24's own floor
     "packaging": "20",  # this module's version comparison
     "pyyaml": "6.0",  # the oldest with Python 3.11 wheels
