@@ -88,7 +88,8 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
 
 MODEL_HELP = (
     "checkpoint directory (mmar train's final/ or checkpoints/step_*, save_pretrained's, "
-    "mmar quickstart's OUT)"
+    "mmar quickstart's OUT), or a Hugging Face Hub repo id owner/name (read through the Hugging "
+    "Face cache; HF_HUB_OFFLINE=1: from the cache only)"
 )
 
 
@@ -183,14 +184,23 @@ def write_json(obj: Any, path: str | None) -> None:
 
 def check_model_dir(path: str) -> Path:
     """--model's directory, refused (CliError) unless it holds a checkpoint's files: saying which
-    are missing, and pointing at OUT/final when given a training run's OUT."""
+    are missing, and pointing at OUT/final when given a training run's OUT. A Hub repo id
+    owner/name that is no local path is its snapshot in the Hugging Face cache
+    (``mmar.model.hub.resolve_checkpoint``; downloaded unless HF_HUB_OFFLINE=1)."""
     from mmar.model.files import REQUIRED, missing_files
+    from mmar.model.hub import is_hub_name, resolve_checkpoint
 
     d = Path(path)
     kinds = (
         "a checkpoint directory: mmar train's OUT/final or OUT/checkpoints/step_*, "
-        "save_pretrained's directory or mmar quickstart's OUT, e.g. --model runs/quickstart"
+        "save_pretrained's directory or mmar quickstart's OUT, e.g. --model runs/quickstart, "
+        "or a Hugging Face Hub repo id owner/name"
     )
+    if is_hub_name(path):
+        try:
+            d = resolve_checkpoint(path)
+        except FileNotFoundError as e:
+            raise CliError(f"--model {e}") from e
     if not d.exists():
         raise CliError(f"--model {path} does not exist; give {kinds}")
     if not d.is_dir():

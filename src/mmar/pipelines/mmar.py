@@ -7,6 +7,7 @@
     edited = model.inpaint(images, mmar.box_keep_mask(32, (8, 8, 24, 24)), "a red circle", seed=0)
     for frames in model.stream_images("a red circle"): ...    # the progressive reveal
     model.save_pretrained("out/")
+    model = mmar.MMAR.from_pretrained("owner/name")     # a Hub repo id: via the Hugging Face cache
 
 Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
 pass ``sampling=SamplingConfig(...)`` or single fields (``num_steps=25``) to change them.
@@ -24,6 +25,7 @@ from PIL import Image
 
 from mmar.model.config import MMARConfig, SamplingConfig
 from mmar.model.files import REQUIRED, missing_files, self_contained
+from mmar.model.hub import resolve_checkpoint
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import ImagesLike, MMARProcessor
 from mmar.pipelines.answering import AnswerPipeline
@@ -48,20 +50,31 @@ class MMAR:
     # --- construction and persistence ---------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, device: torch.device | str | None = None, use_ema: bool = True
+        cls,
+        directory: str | Path,
+        device: torch.device | str | None = None,
+        use_ema: bool = True,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
     ) -> MMAR:
         """Load a checkpoint directory (``save_pretrained``'s, a run's ``final/``, or a
-        ``checkpoints/step_*`` directory); EMA weights when present and ``use_ema``.
-        FileNotFoundError listing every file the directory lacks; errors reading a file name it."""
-        missing = missing_files(directory)
+        ``checkpoints/step_*`` directory), or a Hugging Face Hub repo id "owner/name" that is no
+        local path (downloaded into the Hugging Face cache, ``cache_dir`` or ``HF_HUB_CACHE``,
+        at ``revision``; with ``HF_HUB_OFFLINE=1`` read from the cache only: see
+        ``mmar.model.hub``); EMA weights when present and ``use_ema``.
+        FileNotFoundError listing every file the directory lacks, or saying why a repo cannot be
+        had; errors reading a file name it."""
+        d = resolve_checkpoint(directory, revision, cache_dir)
+        missing = missing_files(d)
         if missing:
+            repo = f" (Hub repo {directory})" if d != Path(directory) else ""
             raise FileNotFoundError(
-                f"{directory}: missing {', '.join(missing)}; a checkpoint holds "
+                f"{d}{repo}: missing {', '.join(missing)}; a checkpoint holds "
                 f"{', '.join(REQUIRED)} (save_pretrained's directory, a run's final/ or "
                 "checkpoints/step_*), e.g. runs/quickstart"
             )
-        processor = MMARProcessor.from_pretrained(directory)
-        model = MMARModel.from_pretrained(directory, processor.special, use_ema=use_ema)
+        processor = MMARProcessor.from_pretrained(d)
+        model = MMARModel.from_pretrained(d, processor.special, use_ema=use_ema)
         out = cls(model, processor)
         return out.to(device) if device is not None else out
 
