@@ -58,7 +58,7 @@ def cached(tmp_path, offline):
     """(cache dir, model at main, model at tag v1) of repo someone/tiny-mmar in a Hub cache."""
     models = {MAIN: tiny_model(seed=0), TAGGED: tiny_model(seed=1)}
     for commit, m in models.items():
-        m.save_pretrained(tmp_path / "saved" / commit)
+        m.save_pretrained(tmp_path / "saved" / commit, repo_id="someone/tiny-mmar")
     cache = tmp_path / "hf-cache"
     commits = {c: tmp_path / "saved" / c for c in models}
     lay_out_hub_cache(cache, "someone/tiny-mmar", commits, {"main": MAIN, "v1": TAGGED})

@@ -149,6 +149,7 @@ def test_save_load_round_trip_identical(tmp_path):
         "model.safetensors",
         "tokenizer",
         "backbone",
+        "README.md",  # the model card (tests/test_model_card.py)
     }  # pixels: no VAE
     loaded = MMAR.from_pretrained(tmp_path)
     for (k, a), b in zip(model.model.state_dict().items(), loaded.model.state_dict().values()):

@@ -7,6 +7,16 @@ model.safetensors            MMARModel weights; the EMA's under the "ema." prefi
 backbone/                    the LLM's transformers config (no original weights needed)
 tokenizer/                   the processor's text tokenizer
 image_tokenizer.safetensors  the processor's VAE weights, when the image tokenizer has any
+README.md                    optional: the model card (Hugging Face front matter, what the model
+                             is, its config, metrics, samples, how to load it), written by
+                             MMAR.save_pretrained (mmar.pipelines.model_card)
+metrics.json                 optional: the metrics of its last evaluation, as given to
+                             save_pretrained(metrics=...) (mmar quickstart: its results)
+samples.png                  optional: a grid of samples, as given to save_pretrained(samples=...)
+
+Loading reads none of the optional files. A checkpoint directory is also what a Hugging Face
+Hub model repo of mmar holds (``MMAR.push_to_hub``); ``MMAR.from_pretrained("owner/name")``
+downloads one into the Hugging Face cache (mmar.model.hub).
 
 A checkpoint is self-contained: loading it reads nothing outside the directory, and its
 config.json names no text tokenizer outside it either. A text tokenizer that was read from a
@@ -30,6 +40,9 @@ BACKBONE_DIR = "backbone"
 TOKENIZER_DIR = "tokenizer"
 IMAGE_TOKENIZER_FILE = "image_tokenizer.safetensors"
 EMA_PREFIX = "ema."
+CARD_FILE = "README.md"
+METRICS_FILE = "metrics.json"
+SAMPLES_FILE = "samples.png"
 # what every checkpoint holds (directories with a trailing "/", as messages name them)
 REQUIRED = (CONFIG_FILE, WEIGHTS_FILE, BACKBONE_DIR + "/", TOKENIZER_DIR + "/")
 

@@ -6,7 +6,7 @@
     answers = model.answer(images, "what colour is the circle?")
     edited = model.inpaint(images, mmar.box_keep_mask(32, (8, 8, 24, 24)), "a red circle", seed=0)
     for frames in model.stream_images("a red circle"): ...    # the progressive reveal
-    model.save_pretrained("out/")
+    model.save_pretrained("out/", metrics=results, samples=grid)  # + README.md, the model card
     model = mmar.MMAR.from_pretrained("owner/name")     # a Hub repo id: via the Hugging Face cache
 
 Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
@@ -16,7 +16,7 @@ The parts stay reachable: ``model.model`` (the ``MMARModel`` nn.Module), ``model
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from mmar.pipelines.answering import AnswerPipeline
 from mmar.pipelines.base import Seed, sampling_config
 from mmar.pipelines.captioning import CaptionPipeline
 from mmar.pipelines.editing import Direction, EditingPipeline, MaskLike
+from mmar.pipelines.model_card import check_card_inputs, write_card
 from mmar.pipelines.text_to_image import TextToImagePipeline
 from mmar.torch_utils import eval_mode
 
@@ -89,11 +90,20 @@ class MMAR:
         directory: str | Path,
         ema_state_dict: dict[str, torch.Tensor] | None = None,
         state_dict: dict[str, torch.Tensor] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        samples: Image.Image | None = None,
+        repo_id: str | None = None,
     ) -> None:
         """Write config.json, model.safetensors (+ EMA), backbone/ and the processor's tokenizer/
         (and image_tokenizer.safetensors); see ``MMARModel.save_pretrained``. The directory is
         self-contained: config.json names its own tokenizer/, not the one this model was read
-        from (``mmar.model.files.self_contained``)."""
+        from (``mmar.model.files.self_contained``).
+
+        Also the model card README.md (``write_card``): metrics (also written to metrics.json)
+        and samples (a PIL image, written to samples.png) are shown in it; without them a
+        metrics.json / samples.png already in the directory is kept and the card says so.
+        repo_id: the Hub repo ("owner/name") the card's loading snippets name."""
+        check_card_inputs(metrics, samples, repo_id)  # before anything is written
         self.model.save_pretrained(
             directory,
             ema_state_dict=ema_state_dict,
@@ -101,6 +111,27 @@ class MMAR:
             config=self_contained(self.config),
         )
         self.processor.save_pretrained(directory)
+        self.write_card(directory, metrics, samples, repo_id)
+
+    def write_card(
+        self,
+        directory: str | Path,
+        metrics: Mapping[str, Any] | None = None,
+        samples: Image.Image | None = None,
+        repo_id: str | None = None,
+    ) -> Path:
+        """Write only the model card README.md of this model into ``directory`` (with
+        metrics.json / samples.png as ``save_pretrained``; e.g. after evaluating a checkpoint
+        where it lies). Returns its path."""
+        return write_card(
+            directory,
+            self_contained(self.config),
+            metrics,
+            samples,
+            repo_id,
+            num_parameters=sum(p.numel() for p in self.model.parameters()),
+            geometry=self.processor.geometry,
+        )
 
     def to(self, device: torch.device | str) -> MMAR:
         self.model.to(device)
