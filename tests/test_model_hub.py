@@ -1,15 +1,16 @@
 """Checkpoints on the Hugging Face Hub: MMAR.from_pretrained("owner/name") through the Hugging Face
 cache (offline, as the tests run: a cache laid out as the Hub's downloads leave it), the CLI's
---model owner/name."""
+--model owner/name, and push_to_hub's requests (recorded, never sent)."""
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import httpx2
 import pytest
 import torch
-from huggingface_hub import constants
+from huggingface_hub import HfApi, constants
 from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
@@ -199,3 +200,68 @@ def test_cli_model_reads_a_repo_id(cached, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "mmar generate: --model someone/not-here is not a local directory" in err
     assert "HF_HUB_OFFLINE=1 forbids downloads" in err
+
+
+@pytest.fixture
+def recorded_hub(monkeypatch, tmp_path):
+    """HfApi.create_repo / upload_folder replaced by recorders: their arguments, the token the
+    HfApi was made with, and a copy of the uploaded folder (gone once push_to_hub returns)."""
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs, self.token))
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        files = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*"))
+        shutil.copytree(folder_path, tmp_path / "uploaded")
+        calls.append(("upload_folder", repo_id, {"folder_path": folder_path, **kwargs}, files))
+        return "commit-info"
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return calls
+
+
+def test_push_to_hub_uploads_the_saved_directory(recorded_hub, tmp_path):
+    model = tiny_model()
+    out = model.push_to_hub(
+        "someone/tiny-mmar",
+        private=True,
+        commit_message="first",
+        token="hf_test",
+        metrics={"t2i_accuracy": 0.25},
+        samples=Image.new("L", (16, 8), 128),
+    )
+    assert out == "commit-info"
+    (create, repo_id, kwargs, token), upload = recorded_hub
+    assert (create, repo_id, kwargs, token) == (
+        "create_repo",
+        "someone/tiny-mmar",
+        {"exist_ok": True, "private": True},
+        "hf_test",
+    )
+    assert upload[:2] == ("upload_folder", "someone/tiny-mmar")
+    assert upload[2]["commit_message"] == "first"
+    files = upload[3]
+    assert {"README.md", "config.json", "model.safetensors", "metrics.json", "samples.png"} <= set(
+        files
+    )
+    assert "backbone/config.json" in files and "tokenizer/tokenizer.json" in files
+    assert not Path(upload[2]["folder_path"]).exists()  # the temporary directory is removed
+    uploaded = tmp_path / "uploaded"
+    card = (uploaded / "README.md").read_text()
+    assert 'mmar.MMAR.from_pretrained("someone/tiny-mmar")' in card
+    assert "| t2i_accuracy | 0.25 |" in card
+    assert same_model(MMAR.from_pretrained(uploaded), model)
+
+
+def test_push_to_hub_defaults_and_bad_repo_id_raises(recorded_hub):
+    model = tiny_model()
+    model.push_to_hub("someone/tiny-mmar")
+    (_, _, kwargs, token), upload = recorded_hub
+    assert kwargs == {"exist_ok": True, "private": None} and token is None
+    assert "metrics.json" not in upload[3] and "samples.png" not in upload[3]
+    recorded_hub.clear()
+    with pytest.raises(ValueError, match="repo_id must be a Hugging Face Hub repo id owner/name"):
+        model.push_to_hub("not a repo")
+    assert recorded_hub == []  # refused before any request

@@ -7,6 +7,7 @@
     edited = model.inpaint(images, mmar.box_keep_mask(32, (8, 8, 24, 24)), "a red circle", seed=0)
     for frames in model.stream_images("a red circle"): ...    # the progressive reveal
     model.save_pretrained("out/", metrics=results, samples=grid)  # + README.md, the model card
+    model.push_to_hub("owner/name", metrics=results, samples=grid)  # to the Hugging Face Hub
     model = mmar.MMAR.from_pretrained("owner/name")     # a Hub repo id: via the Hugging Face cache
 
 Sampling settings default to the checkpoint's recommended ``SamplingConfig`` (``model.sampling``);
@@ -16,13 +17,15 @@ The parts stay reachable: ``model.model`` (the ``MMARModel`` nn.Module), ``model
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
+from mmar._versions import require
 from mmar.model.config import MMARConfig, SamplingConfig
 from mmar.model.files import REQUIRED, missing_files, self_contained
 from mmar.model.hub import resolve_checkpoint
@@ -35,6 +38,9 @@ from mmar.pipelines.editing import Direction, EditingPipeline, MaskLike
 from mmar.pipelines.model_card import check_card_inputs, write_card
 from mmar.pipelines.text_to_image import TextToImagePipeline
 from mmar.torch_utils import eval_mode
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
 
 
 class MMAR:
@@ -132,6 +138,44 @@ class MMAR:
             num_parameters=sum(p.numel() for p in self.model.parameters()),
             geometry=self.processor.geometry,
         )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        commit_message: str = "Upload MMAR model",
+        token: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        samples: Image.Image | None = None,
+    ) -> CommitInfo:
+        """Upload this model to the Hugging Face Hub repo ``repo_id`` ("owner/name"): its
+        ``save_pretrained`` directory (written to a temporary directory, the card naming
+        ``repo_id``), through huggingface_hub: ``HfApi(token=token).create_repo(repo_id,
+        exist_ok=True, private=private)`` (None: the account's default visibility), then
+        ``upload_folder`` in one commit. token: None = the logged-in one (``hf auth login``) or
+        HF_TOKEN. Returns the commit's ``CommitInfo``.
+
+        The weights uploaded are the ones this object holds (a model loaded with its EMA
+        weights: those). metrics / samples: shown in the card (metrics.json, samples.png); the
+        temporary directory has none to keep, so without them the card says "Not evaluated".
+        To publish an evaluated checkpoint, pass what it holds, e.g.
+        ``metrics=json.loads(Path("runs/quickstart/metrics.json").read_text()),
+        samples=Image.open("runs/quickstart/samples.png")``.
+
+        Not run against the Hub here: mmar is developed and tested offline, so the tests check
+        the requests handed to huggingface_hub (create_repo, upload_folder) and the uploaded
+        folder's files, not an upload."""
+        require("huggingface-hub")
+        from huggingface_hub import HfApi
+
+        check_card_inputs(metrics, samples, repo_id)
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory(prefix="mmar-push-") as tmp:
+            self.save_pretrained(tmp, metrics=metrics, samples=samples, repo_id=repo_id)
+            api.create_repo(repo_id, exist_ok=True, private=private)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, commit_message=commit_message
+            )
 
     def to(self, device: torch.device | str) -> MMAR:
         self.model.to(device)
