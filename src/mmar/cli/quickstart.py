@@ -15,8 +15,9 @@ built-in default (2 CPU cores, ~15 minutes wall):
      (against held-out real digits, with the real-vs-real floor), caption accuracy, text NLL,
      sampling speed;
   4. write OUT/ (the final model: MMAR.from_pretrained(OUT)), OUT/samples.png (rows: digits
-     0-9, columns: samples), OUT/captions.txt (held-out images and their captions) and
-     OUT/results.json, and print the metrics.
+     0-9, columns: samples), OUT/captions.txt (held-out images and their captions),
+     OUT/results.json and OUT/README.md (the model card, with these metrics and samples.png; the
+     metrics also in OUT/metrics.json), and print the metrics.
 """
 
 from __future__ import annotations
@@ -249,6 +250,16 @@ def write_captions(model: MMAR, out_txt: Path, n: int = 20) -> float:
     return sum(parse_digit(c) == it["label"] for it, c in zip(items, captions)) / n
 
 
+def write_model_card(model: MMAR, out: Path, results: dict[str, Any]) -> Path:
+    """OUT/README.md: the final model's card, with this evaluation's ``results`` as its metrics
+    (also written to OUT/metrics.json) and the OUT/samples.png the evaluation drew."""
+    from PIL import Image
+
+    with Image.open(out / "samples.png") as png:
+        grid = png.copy()
+    return model.write_card(out, metrics=results, samples=grid)
+
+
 def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
@@ -316,10 +327,11 @@ def run(args: argparse.Namespace) -> int:
     )
     with open(out / "results.json", "w") as f:
         json.dump(res, f, indent=1)
+    write_model_card(model, out, res)
     print(format_results(res))
     print(
         f"training: {train_s / 60:.1f} min, {s1['step']} + {s2['step']} steps; total "
         f"{res['total_seconds'] / 60:.1f} min"
     )
-    print(f"wrote {out}/ (model), {written} and results.json in {out}/")
+    print(f"wrote {out}/ (model, README.md: its card), {written} and results.json in {out}/")
     return 0
