@@ -2,7 +2,8 @@
 
 Layout of one checkpoint::
 
-    config.json, model.safetensors (raw + "ema." weights), tokenizer/   <- MMAR.save_pretrained
+    config.json, model.safetensors (raw + "ema." weights), tokenizer/,  <- MMAR.save_pretrained
+    backbone/, README.md (its model card: "Not evaluated")
     trainer_state/
       state.json          step, data position, counters, EMA bookkeeping (update count, decay),
                           run config
