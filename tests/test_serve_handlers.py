@@ -43,7 +43,7 @@ def test_summary_names_model_size_device_and_defaults(service):
     assert "model: tiny" in text and f"{n / 1e6:.2f} M parameters" in text and "on cpu" in text
     assert "images: 8 x 8 grey, 16 tokens (4 x 4)" in text
     assert f"num_iter={service.model.sampling.num_iter}" in text
-    assert "1 request(s) at a time, 16 waiting" in text
+    assert "10 MB and 4096 x 4096 pixels; 1 request(s) at a time, 16 waiting" in text
 
 
 def test_iterations_match_the_reveal_schedule():

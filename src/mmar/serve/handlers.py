@@ -19,6 +19,7 @@ is therefore computed under its own ``torch.no_grad()`` (``_frames``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -73,6 +74,12 @@ def iterations(masked: int, num_iter: int) -> int:
     return len(list(reveal_steps(torch.zeros(1, masked, dtype=torch.long), num_iter)))
 
 
+def _pixels(n: int) -> str:
+    """A pixel count, as a square when it is one: "4096 x 4096 pixels"."""
+    side = math.isqrt(n)
+    return f"{side} x {side} pixels" if side * side == n else f"{n} pixels"
+
+
 def _number(value: Any, name: str, example: str, kind: type = float) -> Any:
     """A form field's number (Gradio sends floats, or None for an emptied field)."""
     try:
@@ -111,7 +118,8 @@ class Service:
             f"scheduler={s.scheduler}, num_steps={s.num_steps}, temperature={s.temperature}",
             f"limits: prompts of at most {self.max_chars} characters (the model reads "
             f"{m.config.max_text_len} tokens); uploads of at most {c.max_upload_mb:g} MB and "
-            f"{c.max_pixels} pixels; {c.concurrency} request(s) at a time, {c.max_queue} waiting",
+            f"{_pixels(c.max_pixels)}; {c.concurrency} request(s) at a time, {c.max_queue} "
+            "waiting",
         ]
 
     # --- settings -------------------------------------------------------------------------------
