@@ -24,7 +24,7 @@ MAX_UPLOAD_MB = 0.05
 @pytest.fixture(scope="module")
 def client():
     with running_app(tiny_model(), max_upload_mb=MAX_UPLOAD_MB, max_prompt_chars=40) as url:
-        yield Client(url, verbose=False)
+        yield Client(url, verbose=False, analytics_enabled=False)
 
 
 def _generate(client, prompt="a red circle"):
