@@ -1,8 +1,8 @@
 """mmar serve in a real browser: headless Chromium (Debian's) driven by Playwright, against the
 app served in-process with a tiny random model (its images are noise, but the page must show
-them). Generates an image (streamed to "iteration K / K"), captions it, inpaints a box (after an
-empty mask is refused in the page), and saves a screenshot of each step: into pytest's tmp_path,
-or into $MMAR_SCREENSHOTS when set.
+them). Generates an image (streamed to "iteration K / K"), captions it, inpaints a brush stroke
+(after an empty mask is refused in the page) and then a box, and saves a screenshot of each step:
+into pytest's tmp_path, or into $MMAR_SCREENSHOTS when set.
 
 Skips, saying what to install, when playwright, chromium or gradio is missing.
 """
@@ -78,32 +78,58 @@ def _wait_for_value(page: Page, elem_id: str, js_test: str) -> str:
     return _field(page, elem_id).input_value()
 
 
-def _shown_image(page: Page, elem_id: str) -> str:
-    """The src of the image shown in ``elem_id``, once it has loaded."""
-    img = page.locator(f"#{elem_id} img").first
-    img.wait_for(state="visible")
+def _src(page: Page, elem_id: str) -> str:
+    return page.evaluate(
+        f"() => {{ const i = document.querySelector('#{elem_id} img'); return i ? i.src : ''; }}"
+    )
+
+
+def _run(page: Page, button: str, counter: str, image: str) -> tuple[str, str]:
+    """Click ``button`` and wait for that run's last frame: an image in ``image`` that replaced
+    the one shown before and has loaded, with the counter at "iteration k / k" (a frame's image
+    and counter arrive together, so an earlier run's counter cannot pass). -> (counter, src)"""
+    before = _src(page, image)
+    page.click(f"#{button}")
     page.wait_for_function(
-        f"() => {{ const i = document.querySelector('#{elem_id} img');"
-        " return i && i.complete && i.naturalWidth > 0; }",
+        """([image, counter, before]) => {
+            const i = document.querySelector(`#${image} img`);
+            const e = document.querySelector(`#${counter} textarea, #${counter} input`);
+            return i !== null && i.src !== before && i.complete && i.naturalWidth > 0
+                && e !== null && /^iteration (\\d+) \\/ \\1$/.test(e.value);
+        }""",
+        arg=[image, counter, before],
         timeout=WAIT_MS,
     )
-    return img.get_attribute("src") or ""
+    return _field(page, counter).input_value(), _src(page, image)
+
+
+def _brush_stroke(page: Page, elem_id: str) -> None:
+    """Pick the image editor's brush and paint a short stroke over the lower right of its
+    canvas."""
+    page.locator(f"#{elem_id} button[aria-label='Brush']").first.click()
+    box = page.locator(f"#{elem_id} canvas").first.bounding_box()
+    assert box is not None
+    x, y = box["x"] + 0.6 * box["width"], box["y"] + 0.6 * box["height"]
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(x + 8 * k, y + 5 * k)
+    page.mouse.up()
 
 
 def test_generate_caption_and_inpaint_in_the_browser(page, screenshots):
+    page.get_by_text("grey cells are image tokens not yet revealed").wait_for(state="visible")
     assert "model: tiny" in page.inner_text("#summary")
-    assert "grey cells are image tokens not yet revealed" in page.inner_text("body")
 
     _field(page, "t2i-prompt").fill("a red circle")
-    page.click("#t2i-run")
-    counter = _wait_for_value(page, "t2i-counter", f"v === 'iteration {K} / {K}'")
+    counter, src = _run(page, "t2i-run", "t2i-counter", "t2i-image")
     assert counter == f"iteration {K} / {K}"
-    assert _shown_image(page, "t2i-image").startswith(("data:", "http"))
+    assert src.startswith(("data:", "http"))
     page.screenshot(path=str(screenshots / "1_text_to_image.png"), full_page=True)
 
     page.get_by_role("tab", name="Caption / ask a question").click()
     page.click("#cap-last")
-    _shown_image(page, "cap-image")
+    page.locator("#cap-image img").first.wait_for(state="visible")
     page.click("#cap-run")
     assert _wait_for_value(page, "caption", "v.trim().length > 0").strip()
     page.screenshot(path=str(screenshots / "2_caption.png"), full_page=True)
@@ -115,11 +141,18 @@ def test_generate_caption_and_inpaint_in_the_browser(page, screenshots):
     page.get_by_text("the mask is empty").first.wait_for(state="visible")
     page.wait_for_timeout(500)  # the toast's fade-in, for a readable screenshot
     page.screenshot(path=str(screenshots / "3_empty_mask.png"), full_page=True)
+
+    _brush_stroke(page, "edit-image")  # the lower right of the image
+    counter, src = _run(page, "edit-run", "edit-counter", "edit-result")
+    assert src.startswith(("data:", "http"))  # a k / k counter: _run checked it
+    page.screenshot(path=str(screenshots / "4_brush.png"), full_page=True)
+
+    page.click("#edit-last")  # the brushed result, without the brush layer
+    page.locator("#edit-image canvas").first.wait_for(state="visible")
     _field(page, "edit-box").fill("0,0,4,4")
-    page.click("#edit-run")
-    counter = _wait_for_value(page, "edit-counter", r"/^iteration (\d+) \/ \1$/.test(v)")
-    assert counter == "iteration 4 / 4"  # 2 x 2 tokens regenerated: one per iteration
-    assert _shown_image(page, "edit-result").startswith(("data:", "http"))
-    page.screenshot(path=str(screenshots / "4_inpaint.png"), full_page=True)
-    names = {"1_text_to_image.png", "2_caption.png", "3_empty_mask.png", "4_inpaint.png"}
+    counter, src = _run(page, "edit-run", "edit-counter", "edit-result")
+    assert counter == "iteration 4 / 4"  # 2 x 2 tokens regenerated, one per iteration
+    assert src.startswith(("data:", "http"))
+    page.screenshot(path=str(screenshots / "5_box.png"), full_page=True)
+    names = {"1_text_to_image.png", "2_caption.png", "3_empty_mask.png", "4_brush.png", "5_box.png"}
     assert names <= {p.name for p in screenshots.iterdir()}
