@@ -191,7 +191,18 @@ def test_inpaint_brush_layer_from_the_enlarged_image(service, notices, tmp_path)
                           layers=[path])  # fmt: skip
     out = np.asarray(list(frames)[-1].image)
     assert np.array_equal(out[:6, :], np.asarray(small)[:6, :])  # kept: exact after the 32x
-    assert "scaled down 32x" in notices[0].message
+    assert notices == []  # the size the app shows images at: no notice
+
+
+def test_edit_says_when_an_upload_is_scaled_down(service, notices, tmp_path):
+    small = service.model.generate_images("a red circle", seed=0)[0]
+    big = small.resize((64, 64), Image.Resampling.NEAREST)  # 8x, not the display's 32x
+    _, frames = _edit(service, tmp_path, notices.append, image=big, box="0,0,4,4")
+    assert [n.message for n in notices] == [
+        "the image is 64 x 64 pixels: scaled down 8x to the model's 8 x 8"
+    ]
+    out = np.asarray(list(frames)[-1].image)
+    assert np.array_equal(out[4:], np.asarray(small)[4:])  # kept rows: exact after the 8x
 
 
 def test_inpaint_empty_mask_raises(service, tmp_path):

@@ -44,6 +44,7 @@ from mmar.serve.inputs import (
     painted_mask,
     parse_box,
     read_image_file,
+    upscale,
 )
 
 Notify = Callable[[Notice], None]
@@ -172,16 +173,18 @@ class Service:
                                   "ddim scheduler (eta 0 injects no noise): use ddpm"))  # fmt: skip
 
     def read_image(self, path: str | None, notify: Notify) -> Image.Image:
-        """The uploaded image at ``path``, checked and fitted to the model's size."""
+        """The uploaded image at ``path``, checked and fitted to the model's size; a notice when
+        it was resized, unless it has the size the app shows images at (the editor's copy of the
+        last generated image: reduced exactly)."""
         if not path:
             raise InputError(
                 "no image: upload one (PNG, JPEG, ...) or press 'use the last generated image'"
             )
         c = self.config
-        image, notice = fit_to_model(
-            read_image_file(path, c.max_upload_bytes, c.max_pixels), self.size
-        )
-        if notice is not None:
+        upload = read_image_file(path, c.max_upload_bytes, c.max_pixels)
+        image, notice = fit_to_model(upload, self.size)
+        shown = upscale(Image.new("L", (self.size, self.size)), c.display_size).size
+        if notice is not None and upload.size != shown:
             notify(notice)
         return image
 
