@@ -16,7 +16,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from helpers_serve import running_app  # noqa: E402
+from helpers_serve import free_port, running_app  # noqa: E402
 
 MAX_UPLOAD_MB = 0.05
 
@@ -94,6 +94,9 @@ class _FakeDemo:
     def launch(self, **kw):
         self.kw = kw
 
+    def block_thread(self):
+        self.blocked = True
+
 
 def test_launch_binds_locally_and_never_shares(caplog):
     from mmar.serve.app import launch
@@ -104,6 +107,7 @@ def test_launch_binds_locally_and_never_shares(caplog):
         launch(demo, ServeConfig())
     assert demo.kw["server_name"] == "127.0.0.1" and demo.kw["server_port"] == 7860
     assert demo.kw["share"] is False and demo.kw["max_file_size"] == 10 * 2**20
+    assert demo.blocked  # serves until Ctrl+C
     assert not caplog.records
 
 
@@ -123,6 +127,18 @@ def test_cli_bad_flag_raises_before_loading(tmp_path, capsys):
     assert "mmar serve: --max-queue: must be >= 1" in capsys.readouterr().err
 
 
+def test_cli_port_in_use_raises_before_loading(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--model", str(tmp_path / "none"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"mmar serve: cannot listen on 127.0.0.1:{port}" in err and f"--port {port + 1}" in err
+
+
 def test_cli_without_gradio_says_what_to_install(tmp_path, capsys, monkeypatch):
     from mmar import _versions
 
@@ -131,6 +147,6 @@ def test_cli_without_gradio_says_what_to_install(tmp_path, capsys, monkeypatch):
         _versions, "installed_version", lambda n: None if n == "gradio" else real(n)
     )
     monkeypatch.setattr(_versions, "_satisfied", set())
-    assert main(["serve", "--model", str(tmp_path)]) == 2
+    assert main(["serve", "--model", str(tmp_path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "mmar needs gradio>=6.31 (not installed)" in err and "mmar[serve]" in err

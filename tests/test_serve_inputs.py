@@ -171,7 +171,8 @@ def test_serve_config_defaults_bind_to_this_machine_only():
 @pytest.mark.parametrize(
     "field, value, match",
     [
-        ("port", 70000, r"ServeConfig.port: must be a TCP port"),
+        ("port", 70000, r"ServeConfig.port: must be a TCP port in \[1, 65535\]"),
+        ("port", 0, r"ServeConfig.port: must be a TCP port"),
         ("concurrency", 0, r"ServeConfig.concurrency: must be >= 1"),
         ("max_queue", 0, r"ServeConfig.max_queue: must be >= 1"),
         ("max_upload_mb", 0.0, r"ServeConfig.max_upload_mb: must be > 0"),

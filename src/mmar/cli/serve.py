@@ -104,8 +104,30 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     return config
 
 
+def check_port_free(host: str, port: int) -> None:
+    """CliError unless ``host``:``port`` can be listened on now (bound and released at once,
+    with SO_REUSEADDR as the server will: a port in TIME_WAIT is free)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise CliError(f"--host {host}: cannot resolve it ({e.strerror}); e.g. 127.0.0.1") from None
+    family, *_, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise CliError(
+                f"cannot listen on {host}:{port} ({e.strerror}); is another server using it? "
+                f"Pick another port, e.g. --port {port + 1 if port < 65535 else 7860}"
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # before the model loads: a usage error costs nothing
+    check_port_free(config.host, config.port)
     from mmar._versions import require
 
     try:
@@ -120,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
         stream=sys.stderr,
     )  # fmt: skip
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's requests to itself
     model = load_model(args)
     service = Service(model, config, args.model)
     log = logging.getLogger("mmar.serve")

@@ -270,8 +270,8 @@ def build_demo(service: Service) -> gr.Blocks:
 
 def launch(demo: gr.Blocks, config: ServeConfig, block: bool = True) -> None:
     """Serve ``demo`` on ``config.host``:``config.port`` (never shared through Gradio's
-    tunnel); warns in the log when the host is reachable from other machines. ``block=False``
-    returns once the server is up (tests)."""
+    tunnel) and log its URL; warns in the log when the host is reachable from other machines.
+    ``block=False`` returns once the server is up (tests); else it serves until Ctrl+C."""
     if not is_loopback(config.host):
         log.warning(
             "listening on %s: the app is reachable from the network (anyone who can reach this "
@@ -284,8 +284,12 @@ def launch(demo: gr.Blocks, config: ServeConfig, block: bool = True) -> None:
         server_port=config.port,
         share=False,
         max_file_size=config.max_upload_bytes,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         ssr_mode=False,
         show_error=False,
         footer_links=["api"],
+        quiet=True,  # Gradio's banner suggests share=True, which this app never offers
     )
+    log.info("serving on http://%s:%d/", config.host, config.port)
+    if block:
+        demo.block_thread()

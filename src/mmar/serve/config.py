@@ -53,9 +53,9 @@ class ServeConfig(Config):
             {"concurrency": 1, "max_queue": 16, "max_pixels": 4096 * 4096, "display_size": 256},
         )
         check(
-            0 <= self.port <= 65535,
+            1 <= self.port <= 65535,
             f"{n}.port",
-            f"must be a TCP port in [0, 65535] (0: any free one), got {self.port}; e.g. 7860",
+            f"must be a TCP port in [1, 65535], got {self.port}; e.g. 7860",
         )
         check(bool(self.host.strip()), f"{n}.host", "must not be empty; e.g. 127.0.0.1")
         check(
