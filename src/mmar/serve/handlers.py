@@ -103,6 +103,10 @@ class Service:
         self.size, self.channels = tok.image_size, tok.image_channels
         self.grid = model.editor.grid
         self.max_chars = config.prompt_chars(model.config.max_text_len)
+        # A fast tokenizer sets its special-token mode (a write to the Rust object) on the
+        # first call whose mode differs, and mmar's calls all use one mode: make that first call
+        # here, on one thread, so that concurrent requests (--concurrency > 1) only read it.
+        model.processor.text_loss(["a"])
 
     # --- the startup summary --------------------------------------------------------------------
     def summary(self) -> list[str]:
