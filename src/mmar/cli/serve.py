@@ -45,35 +45,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host",
         default="127.0.0.1",
+        metavar="H",
         help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
         "interface, reachable from the network)",
     )
-    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    p.add_argument("--port", type=int, default=7860, metavar="P", help="TCP port (default 7860)")
     p.add_argument(
         "--concurrency",
         type=int,
         default=1,
+        metavar="C",
         help="model requests run at once, all tabs together (default 1)",
     )
     p.add_argument(
         "--max-queue",
         type=int,
         default=16,
+        metavar="Q",
         help="requests that may wait; one more is answered 'busy, try again' (default 16)",
     )
     p.add_argument(
-        "--max-upload-mb", type=float, default=10.0, help="largest upload in MiB (default 10)"
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        metavar="MB",
+        help="largest upload in MiB (default 10)",
     )
     p.add_argument(
         "--max-pixels",
         type=int,
         default=4096 * 4096,
+        metavar="N",
         help="largest upload in pixels, width x height (default 4096 x 4096)",
     )
     p.add_argument(
         "--max-prompt-chars",
         type=int,
         default=None,
+        metavar="N",
         help="longest prompt or question in characters (default: 16 per token the model "
         "reads, max_text_len)",
     )
