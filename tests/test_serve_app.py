@@ -150,3 +150,26 @@ def test_cli_without_gradio_says_what_to_install(tmp_path, capsys, monkeypatch):
     assert main(["serve", "--model", str(tmp_path), "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "mmar needs gradio>=6.31 (not installed)" in err and "mmar[serve]" in err
+
+
+def test_unexpected_failure_points_at_the_log_and_the_server_stays_up(caplog):
+    model = tiny_model()
+    real = model.stream_images
+
+    def failing(prompt, *args, **kw):
+        if prompt == "fail":
+            raise RuntimeError("boom")
+        return real(prompt, *args, **kw)
+
+    model.stream_images = failing
+    with running_app(model) as url, caplog.at_level(logging.ERROR, "mmar.serve"):
+        client = Client(url, verbose=False, analytics_enabled=False)
+        with pytest.raises(AppError) as e:
+            _generate(client, "fail").result(timeout=60)
+        assert str(e.value) == (
+            "text to image failed (RuntimeError); the server log has the details"
+        )
+        assert "boom" not in str(e.value)
+        assert _generate(client).result(timeout=60)[1] == "iteration 16 / 16"
+    failure = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failure and failure[0].exc_info and "boom" in str(failure[0].exc_info[1])
