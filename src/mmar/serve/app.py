@@ -8,17 +8,18 @@ Every model call shares one concurrency slot group ("model"): at most ``concurre
 once, whichever tab sent them, and at most ``max_queue`` wait (Gradio's queue). When the queue is
 full, Gradio refuses the request with HTTP 503 ("Queue is full. Max size is Q ..."); the page
 shows "This application is currently busy. Please try again." and gradio_client raises
-``QueueError("Queue is full! Please try again.")`` (Gradio 6.31 fixes these texts). Bad input is
-shown in the page (gr.Error, never a crash) and logged; so is an unexpected failure, with its
-traceback in the log only.
+``QueueError("Queue is full! Please try again.")`` (Gradio 6.31 hard-codes these texts). Bad
+input is shown in the page (gr.Error, never a crash) and logged; so is an unexpected failure,
+with its traceback in the log only.
 
 The handlers take the raw upload payloads (``preprocess=False``): Gradio has already moved the
 files into its cache and checked that they came from its upload route, and the app opens them
 itself, so that a file that is not an image, or too large, gets the app's message
 (mmar.serve.inputs) rather than a decoding error, and every field is checked by the handlers.
 
-Messages are plain text (they may quote the user's words): the page renders a toast as HTML
-through its sanitizer, which drops markup, so they are not escaped (API clients read them as is).
+Messages are plain text (they may quote the user's words). The page renders a toast as HTML
+through its sanitizer (scripts and unsafe markup removed), so they are not escaped: API clients
+read them as they are.
 """
 
 from __future__ import annotations
