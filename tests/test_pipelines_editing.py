@@ -183,3 +183,20 @@ def test_bad_keep_mask_raises(model, mask, match):
 def test_bad_editing_arguments_raise(model, call, match):
     with pytest.raises(ValueError, match=match):
         call(model, images_of(model, 1))
+
+
+def test_each_iteration_runs_without_grad_on_the_thread_that_resumes_it(model):
+    """A stream advanced from a thread pool (as Gradio does): grad mode is per thread, so every
+    iteration must enter no_grad itself, on the thread that asks for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    grad = []
+    handle = model.model.head.register_forward_hook(lambda *_: grad.append(torch.is_grad_enabled()))
+    try:
+        frames = model.stream_images("digit one", num_iter=4)
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(4):
+                pool.submit(next, frames).result()
+    finally:
+        handle.remove()
+    assert len(grad) > 4 and not any(grad)

@@ -201,7 +201,9 @@ class TextToImagePipeline:
         batches = _batches(masked.sum(1).tolist(), s.batch_size)
         if not batches:  # every token is kept: nothing to sample
             yield SamplingStep(0, 0, tokens, masked)
-        with eval_mode(self.model), torch.no_grad():
+        # grad mode is per thread and a generator may be resumed on any thread (Gradio does):
+        # each iteration runs under its own no_grad, entered by the thread that asks for it
+        with eval_mode(self.model):
             for rows in batches:
                 sub = known.select(rows)
                 steps = self._sample_batch(
@@ -209,7 +211,11 @@ class TextToImagePipeline:
                     use_cache, sub,
                 )  # fmt: skip
                 idx = torch.as_tensor(rows, device=dev)
-                for step in steps:
+                while True:
+                    with torch.no_grad():
+                        step = next(steps, None)
+                    if step is None:
+                        break
                     tokens[idx], masked[idx] = step.tokens, step.masked
                     yield SamplingStep(step.index, step.total, tokens, masked)
 

@@ -11,9 +11,9 @@ Bad input raises ``InputError`` (mmar.serve.inputs); what the user should know b
 stop the request (a resized image, words the model cannot read) goes to ``notify``.
 
 Streaming and threads: Gradio advances a generator handler from a thread pool, one ``next`` at a
-time, not always on the same thread; torch's grad mode is per thread, so the pipelines'
-``with torch.no_grad()`` (entered on the first thread) would not hold on the others. Every frame
-is therefore computed under its own ``torch.no_grad()`` (``_frames``).
+time, not always on the same thread; torch's grad mode is per thread, so the pipelines compute
+each iteration under a ``torch.no_grad()`` entered by the thread that asks for it
+(``TextToImagePipeline.steps``).
 """
 
 from __future__ import annotations
@@ -259,14 +259,6 @@ class Service:
 
 
 def _frames(images: Iterable[list[Image.Image]], total: int) -> Iterator[Frame]:
-    """The first image of each step of ``images`` as a Frame k of ``total``, each step computed
-    under ``torch.no_grad()`` on the thread that asks for it (see the module's docstring)."""
-    it = iter(images)
-    k = 0
-    while True:
-        with torch.no_grad():
-            step = next(it, None)
-        if step is None:
-            return
-        k += 1
+    """The first image of each step of ``images`` as a Frame k of ``total``."""
+    for k, step in enumerate(images, 1):
         yield Frame(step[0], k, total)
