@@ -188,15 +188,16 @@ def test_bad_editing_arguments_raise(model, call, match):
 def test_each_iteration_runs_without_grad_on_the_thread_that_resumes_it(model):
     """A stream advanced from a thread pool (as Gradio does): grad mode is per thread, so every
     iteration must enter no_grad itself, on the thread that asks for it."""
-    from concurrent.futures import ThreadPoolExecutor
+    import threading
 
     grad = []
     handle = model.model.head.register_forward_hook(lambda *_: grad.append(torch.is_grad_enabled()))
     try:
         frames = model.stream_images("digit one", num_iter=4)
-        with ThreadPoolExecutor(2) as pool:
-            for _ in range(4):
-                pool.submit(next, frames).result()
+        for _ in range(4):  # a new thread for each step
+            t = threading.Thread(target=next, args=(frames,))
+            t.start()
+            t.join()
     finally:
         handle.remove()
     assert len(grad) > 4 and not any(grad)
