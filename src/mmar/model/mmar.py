@@ -92,7 +92,7 @@ class MMARModel(nn.Module):
         embedding = cast(torch.Tensor, self.backbone.get_input_embeddings().weight)
         width = embedding.shape[1]  # peft's wrapped embedding has no embedding_dim
         g, n, d = (
-            self.geometry.latent_size // self.geometry.patch_size,
+            self.geometry.grid,
             self.geometry.num_tokens,
             self.geometry.token_dim,
         )

@@ -67,9 +67,8 @@ class EditingPipeline:
     def __init__(self, text_to_image: TextToImagePipeline):
         self.t2i = text_to_image
         self.processor = text_to_image.processor
-        geometry = text_to_image.model.geometry
         self.size = self.processor.image_tokenizer.image_size
-        self.grid = geometry.latent_size // geometry.patch_size  # g: tokens per side
+        self.grid = text_to_image.model.geometry.grid  # g: tokens per side
         self.cell = self.size // self.grid  # pixels per token side
 
     # --- masks ----------------------------------------------------------------------------------

@@ -141,7 +141,7 @@ class TextToImagePipeline:
     def render(self, tokens: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) in [-1, 1] of partly revealed tokens (B, N, D): the decoded
         revealed tokens, with the pixels of every token still masked (B, N) set to grey (0)."""
-        g = self.model.geometry.latent_size // self.model.geometry.patch_size  # tokens per side
+        g = self.model.geometry.grid  # tokens per side
         images = self.processor.decode_tokens(torch.where(masked[..., None], 0.0, tokens))
         cell = images.shape[-1] // g  # pixels per token side
         grey = masked.view(-1, 1, g, 1, g, 1).expand(-1, 1, -1, cell, -1, cell)

@@ -30,6 +30,11 @@ class TokenGeometry:
     num_tokens: int  # N = (h / p) ** 2
     token_dim: int  # D = C * p * p
 
+    @property
+    def grid(self) -> int:
+        """g = h / p: tokens per side of the square token grid (N = g * g)."""
+        return self.latent_size // self.patch_size
+
 
 @dataclasses.dataclass
 class ImageTokenizerConfig(Config):
