@@ -56,15 +56,11 @@ def served(args: argparse.Namespace) -> Iterator[str]:
     if args.url:
         yield args.url
         return
-    import socket
-
     from mmar.serve.app import build_demo, launch
-    from mmar.serve.config import ServeConfig
+    from mmar.serve.config import ServeConfig, free_port
     from mmar.serve.handlers import Service
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cfg = ServeConfig(port=port, concurrency=args.concurrency, max_queue=args.max_queue)
     cfg.validate()
     demo = build_demo(Service(load_model(args), cfg, "tiny" if args.tiny else args.model))

@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 from pathlib import Path
 
 import mmar
 from mmar.serve.app import build_demo, launch
-from mmar.serve.config import ServeConfig
+from mmar.serve.config import ServeConfig, free_port
 from mmar.serve.handlers import Service
 
 WAIT_MS = 120_000
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def field(page, elem_id: str):  # noqa: ANN001, ANN201 (playwright types)
+def field(page, elem_id: str):
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
-def wait_counter(page, elem_id: str, test: str) -> None:  # noqa: ANN001
+def wait_counter(page, elem_id: str, test: str) -> None:
     """Until the counter "iteration k / K" of ``elem_id`` passes ``test`` (JS on k and K)."""
     page.wait_for_function(
         f"""() => {{ const e = document.querySelector('#{elem_id} textarea, #{elem_id} input');

@@ -4,18 +4,10 @@ tests (needs gradio: ``pytest.importorskip`` it first)."""
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 
-from mmar.serve.config import ServeConfig
+from mmar.serve.config import ServeConfig, free_port
 from mmar.serve.handlers import Service
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS's pick on 127.0.0.1)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -16,7 +16,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from helpers_serve import free_port, running_app  # noqa: E402
+from helpers_serve import running_app  # noqa: E402
+from mmar.serve.config import free_port  # noqa: E402
 
 MAX_UPLOAD_MB = 0.05
 
