@@ -1,7 +1,7 @@
 """Screenshots of `mmar serve` over a trained checkpoint, for the README (docs/serve_*.png).
 
     python scripts/serve_screenshot.py --model runs/quickstart --out docs \
-        --prompt "a handwritten digit seven" --box 8,8,24,24 --edit-prompt "a handwritten digit one"
+        --prompt "a handwritten digit seven" --box 0,0,32,16 --edit-prompt "a handwritten digit one"
 
 Serves the model in-process on a free 127.0.0.1 port and drives the page in headless Chromium
 (Debian's `chromium`, through Playwright). Writes:
@@ -43,7 +43,7 @@ def main() -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--out", default="docs")
     p.add_argument("--prompt", default="a handwritten digit seven")
-    p.add_argument("--box", default="8,8,24,24")
+    p.add_argument("--box", default="0,0,32,16")
     p.add_argument("--edit-prompt", default="a handwritten digit one")
     args = p.parse_args()
     from playwright.sync_api import sync_playwright
