@@ -20,6 +20,7 @@ from mmar.cli.options import (
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from mmar.model.processor import MMARProcessor
 
@@ -69,9 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
-    """One image file -> (1, C, H, W) as the model takes it; raises OSError / ValueError /
-    Pillow's errors for a file it cannot read."""
+def open_image(path: str) -> Image.Image:
+    """The decoded image of file ``path``; raises one of ``unreadable()`` for a file it cannot
+    read (missing, a directory, not an image)."""
     from PIL import Image
 
     if not Path(path).exists():
@@ -80,7 +81,21 @@ def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
         raise IsADirectoryError("is a directory, not an image file")
     with Image.open(path) as im:
         im.load()
-        return processor.preprocess([im])
+        return im.copy()
+
+
+def unreadable() -> tuple[type[Exception], ...]:
+    """Whatever Pillow raises on a file it cannot decode (as mmar.data.folder.load_image
+    catches)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def read_image(path: str, processor: MMARProcessor) -> torch.Tensor:
+    """One image file -> (1, C, H, W) as the model takes it; raises one of ``unreadable()``
+    for a file it cannot read."""
+    return processor.preprocess([open_image(path)])
 
 
 def read_images(
@@ -89,10 +104,6 @@ def read_images(
     """Read every file that can be read: (the readable images, each (1, C, H, W); their seeds,
     ``seed`` + the file's position, so a file's result does not depend on the others; per path
     the reason it could not be read, or None)."""
-    from PIL import Image
-
-    # whatever Pillow raises on a file it cannot decode (as mmar.data.folder.load_image catches)
-    unreadable = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
     pixels: list[torch.Tensor] = []
     seeds: list[int] = []
     errors: list[str | None] = []
@@ -101,7 +112,7 @@ def read_images(
             pixels.append(read_image(path, processor))
             seeds.append(seed + k)
             errors.append(None)
-        except unreadable as e:
+        except unreadable() as e:
             errors.append(str(e))
     return pixels, seeds, errors
 

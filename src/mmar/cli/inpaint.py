@@ -8,6 +8,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from mmar.cli.caption import open_image, unreadable
 from mmar.cli.generate import check_out
 from mmar.cli.options import CliError, add_model_options, add_sampling_options, load_model
 from mmar.cli.options import sampling_from_args as sampling_of
@@ -76,13 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_file_image(path: str, flag: str) -> Image.Image:
     """A PIL image of ``path``, or CliError naming the flag, the file and the reason."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return open_image(path)
+    except unreadable() as e:
         raise CliError(f"{flag} {path}: cannot read it as an image: {e}") from None
 
 

@@ -295,9 +295,9 @@ class MMAR:
     ) -> list[Image.Image]:
         """Variations: regenerate ``fraction`` of each image's tokens, chosen at random (image
         i's choice and its sampling both from seed + i)."""
-        n = self.processor.preprocess(images).shape[0]
-        keep = self.editor.variation_mask(n, fraction, seed)
-        return self.inpaint(images, keep, prompts, sampling, seed, **overrides)
+        pixels = self.processor.preprocess(images)  # once: inpaint takes the tensor as it is
+        keep = self.editor.variation_mask(pixels.shape[0], fraction, seed)
+        return self.inpaint(pixels, keep, prompts, sampling, seed, **overrides)
 
     def caption(
         self,
