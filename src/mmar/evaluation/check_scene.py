@@ -185,21 +185,20 @@ def caption_matches(caption: str, scene: Scene) -> bool:
     return matches(query, scene.objects, scene.image_size)
 
 
+def same_object(a: Described, b: Described, tolerance: float) -> bool:
+    """Same colour, shape and size, centres within ``tolerance`` px on each axis."""
+    return (a.color, a.shape, a.size) == (b.color, b.shape, b.size) and (
+        abs(a.cx - b.cx) <= tolerance and abs(a.cy - b.cy) <= tolerance
+    )
+
+
 def agrees(scene: Scene, detected: Sequence[Described], tolerance: float = 1.0) -> bool:
     """Same multiset of (colour, shape, size) as ``scene``, each object's centre within
     ``tolerance`` px of its counterpart's (matched as a bipartite assignment)."""
     if len(detected) != len(scene.objects):
         return False
     return _perfect_matching(
-        [
-            [
-                (o.color, o.shape, o.size) == (d.color, d.shape, d.size)
-                and abs(o.cx - d.cx) <= tolerance
-                and abs(o.cy - d.cy) <= tolerance
-                for d in detected
-            ]
-            for o in scene.objects
-        ]
+        [[same_object(o, d, tolerance) for d in detected] for o in scene.objects]
     )
 
 

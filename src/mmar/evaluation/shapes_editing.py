@@ -44,7 +44,7 @@ from mmar.data.scene import (
     sample_scene,
 )
 from mmar.data.scene_text import canonical_text, describe_scene
-from mmar.evaluation.check_scene import Described, agrees, check_scene
+from mmar.evaluation.check_scene import agrees, check_scene, same_object
 from mmar.model.config import SamplingConfig
 
 if TYPE_CHECKING:
@@ -113,12 +113,6 @@ def editing_cases(n: int, seed: int = 0, image_size: int = 32) -> list[EditCase]
     return cases
 
 
-def _near(a: Described, b: Described, tolerance: float) -> bool:
-    return (a.color, a.shape, a.size) == (b.color, b.shape, b.size) and (
-        abs(a.cx - b.cx) <= tolerance and abs(a.cy - b.cy) <= tolerance
-    )
-
-
 def score_edits(cases: Sequence[EditCase], images: Sequence[Any]) -> dict[str, Any]:
     """requested / others_untouched / success shares (module doc) of one image per case."""
     requested = untouched = success = 0
@@ -127,8 +121,8 @@ def score_edits(cases: Sequence[EditCase], images: Sequence[Any]) -> dict[str, A
         found = check_scene(image)
         new = case.target.objects[case.index]
         others = [o for i, o in enumerate(case.target.objects) if i != case.index]
-        requested += any(_near(d, new, TOLERANCE) for d in found)
-        untouched += all(any(_near(d, o, 1.0) for d in found) for o in others)
+        requested += any(same_object(d, new, TOLERANCE) for d in found)
+        untouched += all(any(same_object(d, o, 1.0) for d in found) for o in others)
         ok = agrees(case.target, found, TOLERANCE)
         success += ok
         per_change[case.change][0] += ok
