@@ -273,6 +273,13 @@ class MMARConfig(Config):
       model also learns the unconditional distribution classifier-free guidance needs.
     max_text_len: texts are truncated to this many tokens (specials not counted).
     sampling: the sampling settings this model recommends (saved with it).
+    image_head: how image tokens are generated (the paper's ablation, `mmar ablate`):
+      "diffusion": MMAR, masked AR with a per-token MLP diffusion head (the method);
+      "codebook": Show-o-like, masked AR over a VQ tokenizer's discrete codes with a softmax
+        over the codebook (cross-entropy) instead of the diffusion head;
+      "transfusion": Transfusion-like, diffusion inside the backbone: every image token is
+        noised to one t per image and the LLM predicts the target for all of them through a
+        linear output; generation is full-sequence denoising.
     """
 
     # default: 32 px grey pixels grouped 4 x 4 -> 64 tokens of dim 16 (p = 1 would give 1024)
@@ -289,10 +296,17 @@ class MMARConfig(Config):
     prompt_ce_weight: float = 1.0
     prompt_dropout: float = 0.1
     max_text_len: int = 64
+    image_head: Literal["diffusion", "codebook", "transfusion"] = "diffusion"
 
     def validate(self) -> None:
         super().validate()
         n = type(self).__name__
+        check(
+            self.image_head in ("diffusion", "codebook", "transfusion"),
+            f"{n}.image_head",
+            f"must be one of 'diffusion', 'codebook', 'transfusion', got {self.image_head!r}; "
+            "e.g. image_head: diffusion",
+        )
         check(self.lambda_img >= 0, f"{n}.lambda_img", f"must be >= 0, got {self.lambda_img}")
         check(
             self.prompt_ce_weight >= 0,
