@@ -364,8 +364,8 @@ def train_mmar(
     budget_s: float, seed: int, device: torch.device, work: Path, overrides: list[str]
 ) -> tuple[Any, dict[str, Any]]:
     """Train mmar as `mmar quickstart` does, steps calibrated to ``budget_s`` -> (MMAR, info)."""
-    from mmar.cli.quickstart import calibrate_steps, stage_steps, train_two_stages
     from mmar.pipelines.mmar import MMAR
+    from mmar.training.two_stage import calibrate_steps, stage_steps, train_two_stages
 
     stage1, common = mmar_configs(seed, device, overrides)
     total, sec_per_step = calibrate_steps(stage1, budget_s)
