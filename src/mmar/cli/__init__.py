@@ -32,6 +32,7 @@ COMMANDS = [
     "inpaint",
     "serve",
     "eval",
+    "ablate",
     "precision",
     "train_tokenizer",
     "vae_scale",
