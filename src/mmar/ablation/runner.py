@@ -5,6 +5,7 @@
     OUT/runs/VARIANT/seedS/train.json   steps per stage, training seconds, precision
     OUT/runs/VARIANT/seedS/result.json  the benchmark, the completion curve, loss per mask ratio
     OUT/results.json, table.md, chart.png   the report (mmar.ablation.report)
+    OUT/ablate.log                      every log line of every call, timestamped
 
 Budget: ``minutes`` of training wall time per variant and seed (the steps that fit are
 calibrated on that variant's own stage-1 step, as `mmar quickstart` does, so a cheaper step buys
@@ -28,7 +29,7 @@ from typing import Any
 
 from mmar.ablation.variants import TokenizerKind, Variant
 
-TRAIN_FILE, RESULT_FILE = "train.json", "result.json"
+TRAIN_FILE, RESULT_FILE, LOG_FILE = "train.json", "result.json", "ablate.log"
 COMPLETION_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9)
 HOLES_FRACTION = 0.9  # the table's "holes" column: completion accuracy with 90% of tokens given
 # the tokenizers' geometry: stride 4 (32 px -> 8 x 8 latents), the KL recipe measured best for
@@ -112,10 +113,17 @@ def tokenizer_model_overrides(kind: TokenizerKind, path: Path) -> list[str]:
 
 
 class AblationRunner:
-    """Runs an :class:`AblationPlan` (``run()``), logging through ``log``."""
+    """Runs an :class:`AblationPlan` (``run()``), logging through ``echo`` and to OUT/ablate.log
+    (a benchmark of hours is read afterwards)."""
 
-    def __init__(self, plan: AblationPlan, log: Callable[[str], None] = print):
-        self.plan, self.log = plan, log
+    def __init__(self, plan: AblationPlan, echo: Callable[[str], None] = print):
+        self.plan, self.echo = plan, echo
+
+    def log(self, message: str) -> None:
+        self.echo(message)
+        self.plan.out.mkdir(parents=True, exist_ok=True)
+        with open(self.plan.out / LOG_FILE, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     # --- tokenizers -------------------------------------------------------------------------
     def tokenizer(self, kind: TokenizerKind) -> Path:
