@@ -66,3 +66,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def tiny_transfusion_model(seed: int = 0, randomize: bool = True, **changes) -> MMAR:
+    """A tiny ``image_head="transfusion"`` MMAR in eval mode. ``randomize``: replace the zero
+    init of its linear output (and the timestep embedder's init) by random weights, so that its
+    prediction depends on the LLM."""
+    cfg = tiny_config(image_head="transfusion", **changes)
+    torch.manual_seed(seed)
+    model = MMAR.from_config(cfg, CORPUS)
+    if randomize:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.model.transfusion.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    model.model.eval()
+    return model

@@ -45,6 +45,7 @@ from mmar.model.files import (
 from mmar.model.flex_attention import build_block_mask, full_block_mask, key_block_mask
 from mmar.model.masking import mask_from_orders, mask_ratio, num_masked_from_ratio
 from mmar.model.sequence import PackedBatch
+from mmar.model.transfusion import TransfusionHead, transfusion_forward
 from mmar.tokenizers.special import SpecialTokenIds
 from mmar.torch_utils import read_safetensors, write_safetensors
 
@@ -65,7 +66,9 @@ def per_sample(generator: Generators, n: int) -> list[torch.Generator | None]:
 
 
 class MMARModel(nn.Module):
-    """The MMAR network: backbone LLM, EmbeddingViT, [MASK] vector, diffusion head.
+    """The MMAR network: backbone LLM, EmbeddingViT, [MASK] vector, diffusion head
+    (``config.image_head`` "transfusion": ``self.transfusion``, a timestep embedder and a linear
+    output, instead of the head; see mmar.model.transfusion).
 
     vocab_size: the text vocabulary with <boi>/<eoi> (``processor.vocab_size``); the LLM's
       embedding is grown to it. special: the structural token ids (``processor.special``):
@@ -101,7 +104,10 @@ class MMARModel(nn.Module):
         self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
         self.diffusion_pos_emb = nn.Parameter(torch.randn(1, n, width) * 0.02)  # added to z
         dc = config.diffusion
-        self.head = DiffusionHead(d, width, dc.head_width, dc.head_depth)
+        if config.image_head == "transfusion":  # diffusion inside the backbone: transfusion.py
+            self.transfusion = TransfusionHead(width, d)
+        else:
+            self.head = DiffusionHead(d, width, dc.head_width, dc.head_depth)
         self._schedule: NoiseSchedule | None = None
 
     # --- small accessors ------------------------------------------------------------------
@@ -124,15 +130,36 @@ class MMARModel(nn.Module):
         """tokens (B, N, D) with the [MASK] vector where masked (B, N) is True."""
         return torch.where(masked[..., None], self.mask_token.to(tokens.dtype), tokens)
 
-    def embed(self, batch: PackedBatch, vit_inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """inputs_embeds (B, L, W): LLM embeddings of the ids, EmbeddingViT outputs at image slots.
+    def image_embeddings(
+        self, tokens: torch.Tensor, timesteps: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the LLM reads at the image slots: EmbeddingViT(tokens) (B_img, N, W).
+
+        ``image_head == "transfusion"``: plus the embedding of each image's diffusion timestep,
+        timesteps (B_img,) long; None = t = 0 for all, a clean image (understanding reads it so).
+        Other heads take no timestep (None)."""
+        img = self.vit(tokens)  # (B_img, N, W)
+        if self.config.image_head != "transfusion":
+            return img
+        if timesteps is None:
+            timesteps = torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+        return img + self.transfusion.time_embedding(timesteps).to(img.dtype)
+
+    def embed(
+        self,
+        batch: PackedBatch,
+        vit_inputs: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """inputs_embeds (B, L, W): LLM embeddings of the ids, ``image_embeddings`` at image slots.
 
         vit_inputs: (B_img, N, D), one row per sample that has an image, in batch order.
+        timesteps: (B_img,) of a transfusion model's noised images (see ``image_embeddings``).
         """
         emb = self.backbone.get_input_embeddings()(batch.input_ids)  # (B, L, W)
         if vit_inputs is None:
             return emb
-        img = self.vit(vit_inputs).to(emb.dtype)  # (B_img, N, W)
+        img = self.image_embeddings(vit_inputs, timesteps).to(emb.dtype)  # (B_img, N, W)
         # one block per sample, in sample order: row-major fill matches the slots
         return emb.masked_scatter(batch.is_image[..., None], img)
 
@@ -193,11 +220,16 @@ class MMARModel(nn.Module):
         return out.last_hidden_state, out.cache
 
     def hidden_states(
-        self, batch: PackedBatch, vit_inputs: torch.Tensor | None = None
+        self,
+        batch: PackedBatch,
+        vit_inputs: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One backbone pass over a packed batch -> last hidden states (B, L, W)."""
         hidden, _ = self.backbone_hidden(
-            self.embed(batch, vit_inputs), self.attention_mask(batch), batch.position_ids
+            self.embed(batch, vit_inputs, timesteps),
+            self.attention_mask(batch),
+            batch.position_ids,
         )
         return hidden
 
@@ -274,10 +306,17 @@ class MMARModel(nn.Module):
         draws, whatever batch or rank it is in (the trainer's), or one for the batch.
         -> {"loss", "loss_text", "loss_diff" (0-d tensors with graph), "n_text_tokens" (CE
         targets), "text_weight" (sum of their CE weights), "n_masked" (masked image tokens)}
+
+        ``loss_diff`` is the image loss of every ``config.image_head``, so the trainer and its
+        logs are the same for all: "transfusion" returns its whole-image diffusion MSE there
+        (no masking; ``n_masked`` = its noised tokens, N per generated image), see
+        :func:`mmar.model.transfusion.transfusion_forward`.
         """
         # fmt: off
         cfg, N = self.config, self.num_image_tokens
         gens = per_sample(generator, len(batch))
+        if cfg.image_head == "transfusion":
+            return transfusion_forward(self, batch, tokens, gens)
         masked = self.draw_mask(batch, gens)                                        # (B, N)
         n_img = int(batch.has_image.sum())
         vit_inputs = None
