@@ -21,6 +21,9 @@ first iteration and never resampled; only the M = N - (kept) others are masked, 
 revealed, by the same schedule over M (and the guidance ramp over M). With nothing kept this is
 exactly text-to-image (same draws, same tokens). ``steps`` yields the state after every iteration
 (the progressive reveal a demo can show).
+
+A model with ``config.image_head == "transfusion"`` is sampled by full-sequence denoising
+instead (``mmar.pipelines.transfusion.denoise_batch``, dispatched in ``steps``).
 """
 
 from __future__ import annotations
@@ -205,11 +208,15 @@ class TextToImagePipeline:
         # each iteration runs under its own no_grad, entered by the thread that asks for it
         with eval_mode(self.model):
             for rows in batches:
-                sub = known.select(rows)
-                steps = self._sample_batch(
-                    [prompts[i] for i in rows], [seeds[i] for i in rows], s, scheduler,
-                    use_cache, sub,
-                )  # fmt: skip
+                args = ([prompts[i] for i in rows], [seeds[i] for i in rows], s, scheduler,
+                        use_cache, known.select(rows))  # fmt: skip
+                if self.model.config.image_head == "transfusion":
+                    # full-sequence denoising (imported here: that module imports this one)
+                    from mmar.pipelines.transfusion import denoise_batch
+
+                    steps = denoise_batch(self.model, self.processor, *args)
+                else:
+                    steps = self._sample_batch(*args)
                 idx = torch.as_tensor(rows, device=dev)
                 while True:
                     with torch.no_grad():
