@@ -114,6 +114,17 @@ def test_forward_seeded_and_every_part_gets_gradients():
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
+def test_forward_under_bf16_autocast():
+    model = tiny_transfusion_model()
+    net = model.model.train()
+    batch, tokens = training_inputs(model.processor, TEXTS, KINDS, random_images(4))
+    with torch.autocast("cpu", torch.bfloat16):
+        out = net(batch, tokens, generator=gens(0, 1, 2, 3))
+    assert out["loss_diff"].dtype == torch.float32 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    assert torch.isfinite(net.transfusion.out.weight.grad).all()
+
+
 def test_loss_falls_on_a_fixed_batch():
     """30 AdamW steps on one batch with the same draws each step: the image loss falls."""
     model = tiny_transfusion_model(randomize=False)

@@ -1,12 +1,14 @@
 """Transfusion-style text-to-image (full-sequence denoising): cache equivalence, seeding, batch
 invariance, the guidance formula, the yielded steps, and KnownTokens (RePaint replacement)."""
 
+import numpy as np
 import pytest
 import torch
 
 import mmar.pipelines.transfusion as tf_module
 from helpers_model import one_thread, random_images, tiny_transfusion_model  # noqa: F401
 from mmar.model.config import SamplingConfig
+from mmar.pipelines.editing import box_keep_mask
 from mmar.pipelines.text_to_image import KnownTokens
 
 S = SamplingConfig(num_steps=4)
@@ -116,3 +118,15 @@ def test_wrong_known_shape_raises(model):
     known = KnownTokens(torch.zeros(1, 15, 4), torch.zeros(1, 15, dtype=torch.bool))
     with pytest.raises(ValueError, match="known tokens"):
         tokens(model, ["digit one"], known=known)
+
+
+def test_inpaint_keeps_pixels_bit_identical(model):
+    """MMAR.inpaint (the editing pipeline) goes through the same steps: kept pixels come back
+    unchanged, the rest is generated."""
+    pil = model.processor.postprocess(random_images(2, seed=3))
+    keep = box_keep_mask(8, (1, 3, 6, 8))  # odd edges: tokens partly inside are regenerated
+    out = model.inpaint(pil, keep, "a red circle", seed=5, num_steps=3)
+    for a, b in zip(out, pil):
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.array_equal(a[keep.numpy()], b[keep.numpy()])
+        assert not np.array_equal(a, b)
