@@ -55,6 +55,52 @@ def test_timesteps_descending_unique_in_range(name, n):
 
 
 @pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 10, 50, 999, 1000])
+def test_leading_timesteps_closed_form(name, n):
+    """leading: t_i = i (T // n), descending; n = 1 starts from noise (T-1) like linspace."""
+    s = make(name)
+    s.set_timesteps(n, spacing="leading")
+    ts = s.timesteps
+    expected = [999] if n == 1 else [i * (1000 // n) for i in reversed(range(n))]
+    assert ts.dtype == torch.int64 and ts.tolist() == expected
+    assert bool((ts[1:] < ts[:-1]).all()) and bool(((ts >= 0) & (ts < 1000)).all())
+    if n == 50:
+        assert ts[0].item() == 980 and ts[-1].item() == 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_all_steps_are_the_same_grid_in_both_spacings(name):
+    s = make(name)
+    s.set_timesteps(1000, spacing="leading")
+    leading = s.timesteps.tolist()
+    s.set_timesteps(1000)
+    assert leading == s.timesteps.tolist() == list(range(999, -1, -1))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_spacing_raises(name):
+    s = make(name)
+    with pytest.raises(ValueError, match=r"set_timesteps: timestep spacing must be one of"):
+        s.set_timesteps(10, spacing="trailing")
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("kind", KINDS)
+def test_leading_oracle_loop_recovers_x0(name, kind):
+    """Every scheduler's loop on the leading grid ends on x0 with the exact output (DDPM at
+    temperature 0); the grid only changes where the loop starts."""
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    s = DDIMScheduler(SCHED, kind, eta=0.0) if name == "ddim" else make(name, kind)
+    s.set_timesteps(20, spacing="leading")
+    assert s.timesteps[0].item() == 950
+    for t in s.timesteps.tolist():
+        x = s.step(oracle_output(kind, x0, x, t), t, x, generator=g, temperature=0.0)
+    torch.testing.assert_close(x, x0, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_step_keeps_shape_dtype_device(name, dtype):
     s = make(name)
@@ -293,6 +339,24 @@ def test_ddim_matches_diffusers():
         a = s.step(out, t, x, generator=torch.Generator().manual_seed(t))
         b = ref.step(out, t, x, eta=0.7, generator=torch.Generator().manual_seed(t)).prev_sample
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [10, 50])
+def test_ddim_leading_matches_diffusers_leading(n):
+    """diffusers' DDIM with timestep_spacing="leading" keeps the same timesteps, and as its step
+    goes t -> t - T//n, which on this grid is the next kept timestep, the whole loop agrees."""
+    diffusers = pytest.importorskip("diffusers")
+    ref = diffusers.DDIMScheduler(**DIFFUSERS_KW, set_alpha_to_one=True, timestep_spacing="leading")
+    ref.set_timesteps(n)
+    s = DDIMScheduler(SCHED, "v", eta=0.0)
+    s.set_timesteps(n, spacing="leading")
+    assert s.timesteps.tolist() == ref.timesteps.tolist()
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    a, b = x.clone(), x.clone()
+    for t in s.timesteps.tolist():  # a fixed nonlinear "head": each step's output differs
+        a = s.step(torch.sin(3 * a + t / 100), t, a)
+        b = ref.step(torch.sin(3 * b + t / 100), t, b).prev_sample
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
 
 
 def test_dpm_solver_matches_diffusers():

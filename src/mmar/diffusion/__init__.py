@@ -23,16 +23,19 @@ from mmar.diffusion.sampling import noise_draws, sample_tokens
 from mmar.diffusion.schedule import NoiseSchedule, cosine_alpha_bar
 from mmar.diffusion.schedulers import (
     SCHEDULERS,
+    TIMESTEP_SPACINGS,
     DDIMScheduler,
     DDPMScheduler,
     DPMSolverPP2MScheduler,
     NoiseScheduler,
     build_noise_scheduler,
+    timestep_grid,
 )
 
 __all__ = [
     "PARAMETERIZATIONS",
     "SCHEDULERS",
+    "TIMESTEP_SPACINGS",
     "DDIMScheduler",
     "DDPMScheduler",
     "DPMSolverPP2MScheduler",
@@ -49,6 +52,7 @@ __all__ = [
     "predict_x0_and_eps",
     "q_sample",
     "sample_tokens",
+    "timestep_grid",
     "training_target",
     "v_target",
     "x0_from_eps",

@@ -40,13 +40,16 @@ def sample_tokens(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     noise: torch.Tensor | None = None,
+    timestep_spacing: str = "linspace",
 ) -> torch.Tensor:
     """Draw one token per row of ``cond`` -> x0 (M, D), D = ``head.token_dim``.
 
     cond, uncond: (M, C) conditioned / unconditioned z; no guidance when ``uncond`` is None or
     ``guidance_scale`` is the float 1.0 (then the doubled batch would be wasted work).
     guidance_scale: a float or an (M,) tensor (per-row scale, e.g. MAR's ramp over iterations).
-    scheduler: a DDIMScheduler / DDPMScheduler; ``set_timesteps(num_steps)`` is called here.
+    scheduler: a DDIMScheduler / DDPMScheduler / DPMSolverPP2MScheduler;
+      ``set_timesteps(num_steps, spacing=timestep_spacing)`` is called here ("linspace" or
+      "leading", ``mmar.diffusion.schedulers.timestep_grid``).
     generator: on cond's device; draws x_T and every step's noise when ``noise`` is None.
     noise: (S, M, D) with S = ``noise_draws(scheduler, num_steps, temperature)``: noise[0] is
       x_T, noise[i + 1] the noise step i injects.
@@ -80,7 +83,7 @@ def sample_tokens(
                                  f"got {tuple(w.shape)}")
             w = w.to(device, dtype)[:, None]                                           # (M, 1)
         cond = torch.cat([cond, uncond])                                               # (2M, C)
-    scheduler.set_timesteps(num_steps, device=device)
+    scheduler.set_timesteps(num_steps, device=device, spacing=timestep_spacing)
     timesteps = scheduler.timesteps
     if timesteps is None:  # set_timesteps just set them; a scheduler that does not is broken
         raise RuntimeError(f"{type(scheduler).__name__}.set_timesteps set no timesteps")

@@ -1,9 +1,12 @@
 """DDIM, DDPM and DPM-Solver++(2M) noise schedulers over a respaced cosine schedule,
 diffusers-style (docs/method.md §4).
 
-``set_timesteps(n)`` keeps n timesteps of the T-step training process, evenly spaced from T-1
-down to 0 (IDDPM/MAR ``space_timesteps``); ``step(output, t, x_t)`` goes from one kept timestep t
-to the next lower one s (alpha_bar_s = 1 after the last, so the last step returns x0_hat).
+``set_timesteps(n, spacing=...)`` keeps n timesteps of the T-step training process
+(``timestep_grid``): "linspace" spreads them evenly from T-1 down to 0 (IDDPM/MAR
+``space_timesteps``), "leading" takes every (T // n)-th from 0 up (diffusers'
+``timestep_spacing="leading"``: the first step is T - T//n, not T-1); ``step(output, t, x_t)`` goes
+from one kept timestep t to the next lower one s (alpha_bar_s = 1 after the last, so the last step
+returns x0_hat).
 
 Written by hand rather than taken from ``diffusers`` (an optional dependency here, used in the
 tests as a reference): its tables are float32 (alpha_bar_999 ~ 2e-9 loses digits), its ``step``
@@ -20,6 +23,36 @@ import torch
 
 from mmar.diffusion.parameterization import PARAMETERIZATIONS, predict_x0_and_eps, q_sample
 from mmar.diffusion.schedule import NoiseSchedule
+
+TIMESTEP_SPACINGS = ("linspace", "leading")
+
+
+def timestep_grid(num_inference_steps: int, num_train_timesteps: int, spacing: str) -> torch.Tensor:
+    """The kept timesteps, descending long (n,), of n = ``num_inference_steps`` out of T.
+
+        linspace:  t_i = round(i (T-1) / (n-1)),  i = 0..n-1   first step T-1 (alpha_bar ~ 0)
+        leading:   t_i = i * (T // n),            i = 0..n-1   first step T - T//n for n | T
+
+    "leading" is diffusers' ``timestep_spacing="leading"`` (steps_offset 0). For T = 1000 and
+    n = 50 it starts at t = 980 (cosine alpha_bar 8.8e-4) instead of 999 (2.4e-9): the first
+    DDIM step's x_s = sqrt(ab_s) x0_hat + ..., x0_hat = (x_t - sqrt(1-ab_t) eps_hat) /
+    sqrt(ab_t), carries an eps-head's error multiplied by ~sqrt(ab_s / ab_t): 632 from 999 to
+    979, 2.05 from 980 to 960. Both grids are 0..T-1 when n = T. n = 1 is [T-1] for both: one
+    step must start from pure noise (either rule would keep only t = 0).
+    """
+    T, n = num_train_timesteps, num_inference_steps
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(
+            f"timestep spacing must be one of {list(TIMESTEP_SPACINGS)}, got {spacing!r}; "
+            "e.g. spacing='leading'"
+        )
+    if n == 1:
+        kept = torch.tensor([T - 1], dtype=torch.float64)
+    elif spacing == "linspace":
+        kept = torch.linspace(0, T - 1, n, dtype=torch.float64)
+    else:
+        kept = torch.arange(n, dtype=torch.float64) * (T // n)
+    return kept.round().long().flip(0)  # (n,)
 
 
 class _RespacedScheduler:
@@ -38,9 +71,13 @@ class _RespacedScheduler:
         self._index: dict[int, int] = {}
 
     def set_timesteps(
-        self, num_inference_steps: int, device: torch.device | str | None = None
+        self,
+        num_inference_steps: int,
+        device: torch.device | str | None = None,
+        spacing: str = "linspace",
     ) -> None:
-        """Keep ``num_inference_steps`` timesteps -> ``.timesteps`` descending long (n,)."""
+        """Keep ``num_inference_steps`` timesteps -> ``.timesteps`` descending long (n,), spaced
+        by ``spacing`` ("linspace" or "leading", see :func:`timestep_grid`)."""
         T = self.num_train_timesteps
         if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= T:
             raise ValueError(
@@ -48,12 +85,11 @@ class _RespacedScheduler:
                 f"an int in [1, {T}], got {num_inference_steps!r} (e.g. 50)"
             )
         device = self.schedule.device if device is None else torch.device(device)
-        if num_inference_steps == 1:
-            # one step must start from pure noise (IDDPM's spacing would keep only t = 0)
-            kept = torch.tensor([T - 1], dtype=torch.float64)
-        else:
-            kept = torch.linspace(0, T - 1, num_inference_steps, dtype=torch.float64)
-        self.timesteps = kept.round().long().flip(0).to(device)  # (n,)
+        try:
+            grid = timestep_grid(num_inference_steps, T, spacing)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__}.set_timesteps: {e}") from None
+        self.timesteps = grid.to(device)  # (n,)
         ab = self.schedule.alphas_cumprod.to(device)
         self._ab_t = ab[self.timesteps]  # (n,)
         # alpha_bar of the step's target s; 1 after the last step (the clean sample)
@@ -228,9 +264,12 @@ class DPMSolverPP2MScheduler(_RespacedScheduler):
         self._prev: tuple[int, torch.Tensor, torch.Tensor] | None = None  # (i, x0_hat, h)
 
     def set_timesteps(
-        self, num_inference_steps: int, device: torch.device | str | None = None
+        self,
+        num_inference_steps: int,
+        device: torch.device | str | None = None,
+        spacing: str = "linspace",
     ) -> None:
-        super().set_timesteps(num_inference_steps, device)
+        super().set_timesteps(num_inference_steps, device, spacing)
         self._prev = None
 
     def injects_noise(self, temperature: float) -> bool:
