@@ -19,6 +19,16 @@ def test_defaults_validate_and_round_trip():
     assert again.backbone.lora_targets[0] == "q_proj" and again.mask.ratio_min == 0.7
 
 
+def test_sampling_spacing_and_precision_default_to_todays_sampler():
+    """A config.json written before these fields reads as the sampler it was sampled with."""
+    old = SamplingConfig().to_dict()
+    del old["timestep_spacing"], old["precision"]
+    s = SamplingConfig.from_dict(old)
+    assert (s.timestep_spacing, s.precision) == ("linspace", "fp32")
+    s = SamplingConfig(timestep_spacing="leading", precision="bf16")
+    assert SamplingConfig.from_dict(s.to_dict()) == s
+
+
 def test_tiny_config_geometry():
     cfg = tiny_config()
     geo = cfg.image_tokenizer.geometry()
@@ -53,6 +63,8 @@ def test_unknown_key_raises():
         (SamplingConfig, {"temperature": -1.0}, "SamplingConfig.temperature"),
         (SamplingConfig, {"text_temperature": -0.5}, "SamplingConfig.text_temperature"),
         (SamplingConfig, {"max_new_tokens": 0}, "SamplingConfig.max_new_tokens"),
+        (SamplingConfig, {"timestep_spacing": "trailing"}, "SamplingConfig.timestep_spacing"),
+        (SamplingConfig, {"precision": "fp16"}, "SamplingConfig.precision"),
     ],
 )
 def test_bad_values_raise_naming_the_field(cls, data, field):

@@ -64,6 +64,19 @@ _SAMPLING_FLAGS: dict[str, tuple[str, type, str, str]] = {
         "scales the noise the scheduler injects (DDPM, or DDIM with eta > 0); no "
         "effect with DDIM at eta 0",
     ),
+    "timestep_spacing": (
+        "--timestep-spacing",
+        str,
+        "image",
+        "the head's timestep grid: linspace (from t = T-1) | leading (diffusers': t_i = i T//n, "
+        "from T - T//n)",
+    ),
+    "precision": (
+        "--precision",
+        str,
+        "image",
+        "image sampling precision: fp32 | bf16 (backbone and head under bf16 autocast)",
+    ),
     "max_new_tokens": (
         "--max-new-tokens",
         int,

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from mmar.config import Config, check, check_at_least_one
 from mmar.diffusion.config import DiffusionConfig
-from mmar.diffusion.schedulers import SCHEDULERS
+from mmar.diffusion.schedulers import SCHEDULERS, TIMESTEP_SPACINGS
 from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -197,6 +197,14 @@ class SamplingConfig(Config):
       eta: DDIM stochasticity (0 = deterministic; 1 = DDPM's variance). DDIM only.
       temperature: tau, scales the noise the scheduler injects at each step (DDPM, or DDIM
         with eta > 0). It has no effect with DDIM at eta = 0 or DPM-Solver++, which inject none.
+      timestep_spacing: which num_steps of the T training timesteps the scheduler keeps:
+        "linspace" (round(linspace(0, T-1, n)): the first step is t = T-1, where the cosine
+        alpha_bar is 2.4e-9 and the first DDIM step multiplies an eps-head's error ~630x) or
+        "leading" (diffusers' timestep_spacing="leading": t_i = i (T // n), the first step
+        T - T//n, 980 for n = 50). Both are every timestep when num_steps = T.
+      precision: "fp32", or "bf16": the backbone and the head run under torch.autocast(bf16)
+        while image tokens are sampled (the sampler's state stays float32); captioning and
+        answering are not affected.
     Image to text:
       max_new_tokens: the longest caption / answer, in tokens (the prefix, the question of an
         answer, and the text must fit the backbone's positions, checked by the caption and
@@ -214,6 +222,8 @@ class SamplingConfig(Config):
     num_steps_final: int | None = None
     eta: float = 0.0
     temperature: float = 1.0
+    timestep_spacing: Literal["linspace", "leading"] = "linspace"
+    precision: Literal["fp32", "bf16"] = "fp32"
     max_new_tokens: int = 32
     text_temperature: float = 0.0
     batch_size: int = 64
@@ -239,6 +249,17 @@ class SamplingConfig(Config):
             f"{n}.num_steps_final",
             f"must be in [1, num_steps = {self.num_steps}] or null (no annealing), got "
             f"{self.num_steps_final}; e.g. num_steps_final: 10",
+        )
+        check(
+            self.timestep_spacing in TIMESTEP_SPACINGS,
+            f"{n}.timestep_spacing",
+            f"must be one of {list(TIMESTEP_SPACINGS)}, got {self.timestep_spacing!r}; "
+            "e.g. timestep_spacing: leading",
+        )
+        check(
+            self.precision in ("fp32", "bf16"),
+            f"{n}.precision",
+            f"must be 'fp32' or 'bf16', got {self.precision!r}; e.g. precision: bf16",
         )
         check(
             0.0 <= self.eta <= 1.0,

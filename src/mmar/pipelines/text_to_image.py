@@ -15,6 +15,8 @@
 The cache is cropped back to the prefix after each iteration, so every iteration sees the same
 prefix keys/values; ``use_cache=False`` recomputes prefix + block each time (same result).
 Each image's order and noise come from its own generator (see :mod:`mmar.pipelines.base`).
+``sampling.timestep_spacing`` picks the head's timestep grid (``sample_tokens``);
+``sampling.precision = "bf16"`` runs each iteration under bf16 autocast (``sampling_autocast``).
 
 Editing (``KnownTokens``, docs/method.md §3): tokens given with keep = True are visible from the
 first iteration and never resampled; only the M = N - (kept) others are masked, ordered and
@@ -28,8 +30,10 @@ instead (``mmar.pipelines.transfusion.denoise_batch``, dispatched in ``steps``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -219,7 +223,7 @@ class TextToImagePipeline:
                     steps = self._sample_batch(*args)
                 idx = torch.as_tensor(rows, device=dev)
                 while True:
-                    with torch.no_grad():
+                    with torch.no_grad(), sampling_autocast(s, dev):
                         step = next(steps, None)
                     if step is None:
                         break
@@ -283,11 +287,28 @@ class TextToImagePipeline:
                                  for g in gens], dim=1).flatten(1, 2)
             x0 = sample_tokens(model.head, cond, scheduler, n_steps, uncond=uncond,
                                guidance_scale=guidance_ramp(s.guidance_scale, M, m),
-                               temperature=s.temperature, noise=noise)     # (B r, D)
+                               temperature=s.temperature, noise=noise,
+                               timestep_spacing=s.timestep_spacing)        # (B r, D)
             tokens.scatter_(1, reveal[..., None].expand(-1, -1, D), x0.view(B, -1, D).float())
             masked.scatter_(1, reveal, False)
             yield SamplingStep(k + 1, len(reveals), tokens, masked)
         # fmt: on
+
+
+def sampling_autocast(
+    sampling: SamplingConfig, device: torch.device
+) -> contextlib.AbstractContextManager[Any]:
+    """The context the backbone and head run in while image tokens are sampled:
+    ``torch.autocast(device.type, torch.bfloat16)`` for ``sampling.precision == "bf16"``,
+    nothing for "fp32" (today's numbers, bit for bit; an autocast the caller entered still
+    applies). The sampler's state (x_t, the revealed tokens) stays float32 either way: the
+    head's output is cast back before every scheduler step (``sample_tokens``).
+
+    Autocast is thread-local state, so it is entered around each ``next()`` of a sampling
+    generator, never across a ``yield`` (the caller's code between steps must not run in it)."""
+    if sampling.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _batches(num_free: Sequence[int], batch_size: int) -> list[list[int]]:
