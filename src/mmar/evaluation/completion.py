@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -51,6 +51,13 @@ if TYPE_CHECKING:
     from mmar.evaluation.judge import Judge
     from mmar.model.mmar import MMARModel
     from mmar.pipelines.mmar import MMAR
+
+
+class LabelPredictor(Protocol):
+    """What judges a digit: the ``Judge`` CNN, or any object with its ``predict``."""
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
 
 BENCHES = ("shapes", "mnist", "digits")
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9)
@@ -133,7 +140,7 @@ def completion_accuracy(
     n: int = 100,
     seed: int = 0,
     sampling: SamplingConfig | None = None,
-    judge: Judge | None = None,
+    judge: LabelPredictor | None = None,
     judge_cache_dir: str | None = None,
 ) -> dict[str, float]:
     """Completion accuracy per given fraction f of tokens -> {str(f): accuracy in [0, 1]}, keys
