@@ -130,3 +130,25 @@ def test_inpaint_keeps_pixels_bit_identical(model):
         a, b = np.asarray(a), np.asarray(b)
         assert np.array_equal(a[keep.numpy()], b[keep.numpy()])
         assert not np.array_equal(a, b)
+
+
+def test_timestep_spacing_and_precision_reach_the_denoising_loop(model, monkeypatch):
+    """sampling.timestep_spacing picks the loop's timesteps (leading: from T - T//n); precision
+    bf16 runs it under autocast, close to fp32 but not equal."""
+    from mmar.diffusion.schedulers import DDIMScheduler
+
+    seen = []
+    original = DDIMScheduler.set_timesteps
+
+    def spy(self, n, device=None, spacing="linspace"):
+        original(self, n, device, spacing)
+        seen.append(self.timesteps.tolist())
+
+    monkeypatch.setattr(DDIMScheduler, "set_timesteps", spy)
+    lin = tokens(model, ["digit one"], seed=2)
+    lead = tokens(model, ["digit one"], S.replace(timestep_spacing="leading"), seed=2)
+    assert seen == [[999, 666, 333, 0], [750, 500, 250, 0]]
+    assert (lin - lead).abs().max() > 1e-3
+    bf16 = tokens(model, ["digit one"], S.replace(precision="bf16"), seed=2)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, lin)
+    torch.testing.assert_close(bf16, lin, rtol=0.1, atol=0.3)

@@ -85,7 +85,7 @@ def denoise_batch(
     else:
         mask = model.attention_mask(batch)                             # (B2, 1, L, L)
 
-    scheduler.set_timesteps(s.num_steps, device=dev)
+    scheduler.set_timesteps(s.num_steps, device=dev, spacing=s.timestep_spacing)
     if scheduler.timesteps is None:  # set_timesteps just set them
         raise RuntimeError(f"{type(scheduler).__name__}.set_timesteps set no timesteps")
     timesteps = scheduler.timesteps.tolist()                           # python ints, descending
