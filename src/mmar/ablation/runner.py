@@ -137,7 +137,9 @@ class AblationRunner:
         if out.exists():
             shutil.rmtree(out)
         cfg = load_tokenizer_train_config(None, self.tokenizer_overrides(kind))
-        self.log(f"ablate: training the {kind} tokenizer ({self.plan.tokenizer_minutes} min)")
+        budget = [f"{cfg.steps} steps"] if cfg.steps else []
+        budget += [f"{cfg.minutes:g} min"] if cfg.minutes else []
+        self.log(f"ablate: training the {kind} tokenizer ({' or '.join(budget)})")
         self.log(summary_line(train_tokenizer(cfg, out)))
         return out
 
@@ -216,6 +218,7 @@ class AblationRunner:
         deadline, sec_per_step = None, None
         if self.plan.steps is not None:
             total = self.plan.steps
+            self.log(f"ablate {variant.name} seed {seed}: training {total} steps")
         else:
             budget = self.plan.minutes * 60  # type: ignore[operator]  # set when steps is None
             total, sec_per_step = calibrate_steps(stage1, budget)
