@@ -213,7 +213,7 @@ def check_fits(
             weights_sha256=tokenizer.weights_sha256(),
         )
     else:
-        if cfg.kind != "diffusers":
+        if not cfg.reads_directory:
             geometry = cfg.geometry()
             model.update({k: getattr(geometry, k) for k in LATENT_GEOMETRY})
         if cfg.scale is not None:

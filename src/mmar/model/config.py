@@ -328,6 +328,13 @@ class MMARConfig(Config):
             f"must be one of 'diffusion', 'codebook', 'transfusion', got {self.image_head!r}; "
             "e.g. image_head: diffusion",
         )
+        check(
+            self.image_head != "codebook" or self.image_tokenizer.kind == "diffusers_vq",
+            f"{n}.image_head",
+            "'codebook' predicts the codes of a VQ tokenizer: it needs image_tokenizer.kind "
+            f"'diffusers_vq' (e.g. {{kind: diffusers_vq, path: runs/shapes-vq, patch_size: 1}}, "
+            f"from `mmar train-tokenizer --kind vq`), got {self.image_tokenizer.kind!r}",
+        )
         check(self.lambda_img >= 0, f"{n}.lambda_img", f"must be >= 0, got {self.lambda_img}")
         check(
             self.prompt_ce_weight >= 0,
@@ -345,7 +352,7 @@ class MMARConfig(Config):
             f"{n}.max_text_len",
             f"must be >= 1, got {self.max_text_len}; e.g. max_text_len: 64",
         )
-        if self.image_tokenizer.kind != "diffusers":  # its geometry needs the VAE's config.json
+        if not self.image_tokenizer.reads_directory:  # geometry needs the VAE's config.json
             geo = self.image_tokenizer.geometry()
             # [bos] text [boi] image [eoi] [eos] must fit the backbone's positions
             longest = self.max_text_len + geo.num_tokens + 4

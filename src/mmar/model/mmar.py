@@ -30,6 +30,7 @@ from mmar.diffusion.head import DiffusionHead
 from mmar.diffusion.loss import diffusion_loss
 from mmar.diffusion.schedule import NoiseSchedule
 from mmar.model.backbone import build_backbone
+from mmar.model.codebook_head import CodebookHead, codebook_loss
 from mmar.model.config import MMARConfig
 from mmar.model.embedding_vit import EmbeddingViT
 from mmar.model.files import (
@@ -104,8 +105,12 @@ class MMARModel(nn.Module):
         self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
         self.diffusion_pos_emb = nn.Parameter(torch.randn(1, n, width) * 0.02)  # added to z
         dc = config.diffusion
+        self.head: DiffusionHead | None = None
+        self.code_head: CodebookHead | None = None  # image_head "codebook": codebook_head.py
         if config.image_head == "transfusion":  # diffusion inside the backbone: transfusion.py
             self.transfusion = TransfusionHead(width, d)
+        elif config.image_head == "codebook":
+            self.code_head = CodebookHead(width, cast(int, self.geometry.codebook_size), d)
         else:
             self.head = DiffusionHead(d, width, dc.head_width, dc.head_depth)
         self._schedule: NoiseSchedule | None = None
@@ -307,10 +312,11 @@ class MMARModel(nn.Module):
         -> {"loss", "loss_text", "loss_diff" (0-d tensors with graph), "n_text_tokens" (CE
         targets), "text_weight" (sum of their CE weights), "n_masked" (masked image tokens)}
 
-        ``loss_diff`` is the image loss of every ``config.image_head``, so the trainer and its
-        logs are the same for all: "transfusion" returns its whole-image diffusion MSE there
-        (no masking; ``n_masked`` = its noised tokens, N per generated image), see
-        :func:`mmar.model.transfusion.transfusion_forward`.
+        ``loss_diff`` is the image loss of every ``config.image_head``, under one name so that the
+        trainer and its logs need not know the head: the diffusion loss ("diffusion"), the
+        cross-entropy of the masked tokens' codes, mean over them ("codebook", codebook_head.py),
+        or the whole-image diffusion MSE ("transfusion": no masking; ``n_masked`` = its noised
+        tokens, N per generated image; :func:`mmar.model.transfusion.transfusion_forward`).
         """
         # fmt: off
         cfg, N = self.config, self.num_image_tokens
@@ -335,11 +341,15 @@ class MMARModel(nn.Module):
         zero = hidden.new_zeros((), dtype=torch.float32)
         loss_text = (ce * w).sum() / w.sum() if w.sum() > 0 else zero
         loss_diff, n_masked = zero, 0
-        if tokens is not None and vit_inputs is not None and masked.any():
+        if tokens is not None and vit_inputs is not None and masked.any() and self.code_head:
+            z, x0 = self.conditions(hidden, batch)[masked], tokens[masked]          # (M, W), (M, D)
+            loss_diff, n_masked = codebook_loss(self.code_head, z, x0), x0.shape[0]  # CE of codes
+        elif tokens is not None and vit_inputs is not None and masked.any():
             z, x0 = self.conditions(hidden, batch)[masked], tokens[masked]          # (M, W), (M, D)
             mul, n_masked = cfg.diffusion.diffusion_batch_mul, x0.shape[0]
             t, noise = self.draw_diffusion_noise(masked, gens)                      # (mul M,)
-            rows = diffusion_loss(self.head, x0.float().repeat(mul, 1), z.float().repeat(mul, 1),
+            head = cast(DiffusionHead, self.head)                                  # "diffusion"
+            rows = diffusion_loss(head, x0.float().repeat(mul, 1), z.float().repeat(mul, 1),
                                   self.noise_schedule(), cfg.diffusion.parameterization,
                                   t=t, noise=noise)
             loss_diff = rows.mean()                                          # over masked x mul

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from mmar._versions import require
+from mmar.model.codebook_head import copy_codebook
 from mmar.model.config import MMARConfig, SamplingConfig
 from mmar.model.files import REQUIRED, missing_files, self_contained
 from mmar.model.hub import resolve_checkpoint
@@ -89,7 +90,9 @@ class MMAR:
     def from_config(cls, config: MMARConfig, corpus: list[str] | None = None) -> MMAR:
         """A randomly initialised model (the "words" text tokenizer is built from ``corpus``)."""
         processor = MMARProcessor.from_config(config, corpus)
-        return cls(MMARModel(config, processor.vocab_size, processor.special), processor)
+        model = MMARModel(config, processor.vocab_size, processor.special)
+        copy_codebook(model, processor.image_tokenizer)  # image_head "codebook": the VQ's codes
+        return cls(model, processor)
 
     def save_pretrained(
         self,

@@ -182,7 +182,7 @@ def model_card(
     whose geometry needs its config.json). kept: which of metrics.json / samples.png were kept
     from an earlier save (the card says so).
     """
-    if geometry is None and config.image_tokenizer.kind != "diffusers":
+    if geometry is None and not config.image_tokenizer.reads_directory:
         geometry = config.image_tokenizer.geometry()
     loading = repo_id or "DIR"
     title = repo_id.split("/")[-1] if repo_id else "MMAR checkpoint"

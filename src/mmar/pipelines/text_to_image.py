@@ -33,13 +33,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from PIL import Image
 
+from mmar.diffusion.head import DiffusionHead
 from mmar.diffusion.sampling import noise_draws, sample_tokens
 from mmar.diffusion.schedulers import NoiseScheduler, build_noise_scheduler
+from mmar.model.codebook_head import sample_code_tokens
 from mmar.model.config import SamplingConfig
 from mmar.model.masking import annealed_steps, guidance_ramp, random_orders, reveal_steps
 from mmar.model.mmar import MMARModel
@@ -182,7 +184,8 @@ class TextToImagePipeline:
         prompts = as_list(prompts)
         s = sampling_config(self.model.config.sampling, sampling)
         self.model.config.check_sampling(s)
-        warn_if_ignored(s)
+        if self.model.code_head is None:  # a codebook head uses temperature whatever the scheduler
+            warn_if_ignored(s)
         warn_if_prompts_lose_words(self.processor, prompts)
         seeds = sample_seeds(seed, len(prompts))
         model, dev = self.model, self.model.device
@@ -282,13 +285,18 @@ class TextToImagePipeline:
             idx = reveal[..., None].expand(-1, -1, z.shape[-1])
             cond = z[:B].gather(1, idx).flatten(0, 1)                      # (B r, W)
             uncond = z[B:].gather(1, idx).flatten(0, 1) if guided else None
-            # each image's noise from its own generator: (draws, B r, D)
-            noise = torch.stack([torch.randn(draws, reveal.shape[1], D, generator=g, device=dev)
-                                 for g in gens], dim=1).flatten(1, 2)
-            x0 = sample_tokens(model.head, cond, scheduler, n_steps, uncond=uncond,
-                               guidance_scale=guidance_ramp(s.guidance_scale, M, m),
-                               temperature=s.temperature, noise=noise,
-                               timestep_spacing=s.timestep_spacing)        # (B r, D)
+            if model.code_head is not None:  # image_head "codebook": a code per token
+                x0 = sample_code_tokens(model.code_head, cond, uncond,
+                                        guidance_ramp(s.guidance_scale, M, m), s.temperature, gens)
+            else:
+                # each image's noise from its own generator: (draws, B r, D)
+                noise = torch.stack([torch.randn(draws, reveal.shape[1], D, generator=g,
+                                                 device=dev) for g in gens], dim=1).flatten(1, 2)
+                x0 = sample_tokens(cast(DiffusionHead, model.head), cond, scheduler, n_steps,
+                                   uncond=uncond,
+                                   guidance_scale=guidance_ramp(s.guidance_scale, M, m),
+                                   temperature=s.temperature, noise=noise,
+                                   timestep_spacing=s.timestep_spacing)     # (B r, D)
             tokens.scatter_(1, reveal[..., None].expand(-1, -1, D), x0.view(B, -1, D).float())
             masked.scatter_(1, reveal, False)
             yield SamplingStep(k + 1, len(reveals), tokens, masked)

@@ -1,7 +1,8 @@
 """Turning images and text into tokens.
 
-Images: `build_image_tokenizer(ImageTokenizerConfig)` -> an `ImageTokenizer` (pixels, KL-16, or a
-diffusers AutoencoderKL), then `patchify` groups p x p latent cells into one token.
+Images: `build_image_tokenizer(ImageTokenizerConfig)` -> an `ImageTokenizer` (pixels, KL-16, a
+diffusers AutoencoderKL, or a diffusers VQModel whose latents are codebook vectors), then
+`patchify` groups p x p latent cells into one token.
 Text: `build_text_tokenizer(TextTokenizerConfig, corpus)` -> a `PreTrainedTokenizerFast` with
 `<boi>`/`<eoi>` added.
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mmar.tokenizers.base import ImageTokenizer
 from mmar.tokenizers.config import ImageTokenizerConfig, TextTokenizerConfig, TokenGeometry
 from mmar.tokenizers.diffusers_vae import DiffusersVAETokenizer
+from mmar.tokenizers.diffusers_vq import DiffusersVQTokenizer
 from mmar.tokenizers.kl16 import KL16_SCALE, KL16Tokenizer
 from mmar.tokenizers.patchify import patchify, unpatchify
 from mmar.tokenizers.pixel import PixelTokenizer
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KL16_SCALE",
     "DiffusersVAETokenizer",
+    "DiffusersVQTokenizer",
     "ImageTokenizer",
     "ImageTokenizerConfig",
     "KL16Tokenizer",
@@ -57,6 +60,8 @@ def build_image_tokenizer(cfg: ImageTokenizerConfig) -> ImageTokenizer:
     tok: ImageTokenizer
     if cfg.kind == "kl16":
         tok = KL16Tokenizer(cfg.path, cfg.image_size, cfg.scale, cfg.posterior, cfg.seed)
+    elif cfg.kind == "diffusers_vq":  # validate(): a path, scale 1, patch_size 1
+        tok = DiffusersVQTokenizer(str(cfg.path), cfg.image_size, cfg.posterior)
     else:  # validate() guarantees the path of a diffusers VAE
         tok = DiffusersVAETokenizer(str(cfg.path), cfg.image_size, cfg.scale, cfg.posterior)
     return tok.eval().requires_grad_(False)

@@ -29,6 +29,7 @@ class TokenGeometry:
     patch_size: int  # p
     num_tokens: int  # N = (h / p) ** 2
     token_dim: int  # D = C * p * p
+    codebook_size: int | None = None  # K of a VQ tokenizer (diffusers_vq); None: continuous
 
     @property
     def grid(self) -> int:
@@ -41,18 +42,21 @@ class ImageTokenizerConfig(Config):
     """Which image tokenizer turns images (B, C_img, H, W) in [-1, 1] into latent tokens.
 
     kind: "pixels" (identity, lossless, tiny runs), "kl16" (MAR's KL-16 VAE), "diffusers" (any
-      diffusers AutoencoderKL directory).
-    path: kl16: the kl16.ckpt file (None = random init from ``seed``, for tests); diffusers: a
-      local directory.
+      diffusers AutoencoderKL directory), "diffusers_vq" (a diffusers VQModel directory, e.g.
+      from `mmar train-tokenizer --kind vq`: the latents are codebook vectors, one code per
+      token, so patch_size must be 1; the Show-o-like ablation, ``image_head: codebook``).
+    path: kl16: the kl16.ckpt file (None = random init from ``seed``, for tests); diffusers,
+      diffusers_vq: a local directory.
     scale: latent scale; None = the tokenizer's default (pixels 1.0, kl16 KL16_SCALE, diffusers
-      its config.scaling_factor). Estimate one for new data with `mmar vae-scale`.
+      its config.scaling_factor, diffusers_vq 1.0, the only value it takes). Estimate one for
+      new data with `mmar vae-scale`.
     posterior: "mode" (posterior mean, deterministic) or "sample" (needs a generator).
     patch_size: group size p of patchify: p x p latent cells form one token.
     seed: kl16 with path null: the seed of its random weights, so that every process that
       builds this config (``mmar cache-latents``, the trainer) builds the same VAE.
     """
 
-    kind: Literal["pixels", "kl16", "diffusers"] = "pixels"
+    kind: Literal["pixels", "kl16", "diffusers", "diffusers_vq"] = "pixels"
     image_size: int = 32
     image_channels: int = 1
     path: str | None = None
@@ -90,8 +94,37 @@ class ImageTokenizerConfig(Config):
                 f"{name}.path",
                 "kind 'diffusers' needs a local AutoencoderKL directory, e.g. path: /models/sd-vae",
             )
+        elif self.kind == "diffusers_vq":
+            self._check_vq()
         else:  # the diffusers stride is only known from its config.json: checked in geometry()
             self._check_divisible(self._stride_and_channels()[0])
+
+    @property
+    def reads_directory(self) -> bool:
+        """True for the kinds whose geometry is read from a directory's config.json (diffusers,
+        diffusers_vq): callers that must not touch files skip ``geometry()`` for them."""
+        return self.kind in ("diffusers", "diffusers_vq")
+
+    def _check_vq(self) -> None:
+        name = type(self).__name__
+        check(
+            self.path is not None,
+            f"{name}.path",
+            "kind 'diffusers_vq' needs a local VQModel directory, e.g. path: runs/shapes-vq "
+            "(`mmar train-tokenizer --kind vq`)",
+        )
+        check(
+            self.patch_size == 1,
+            f"{name}.patch_size",
+            f"kind 'diffusers_vq' gives one code per latent cell and a token must be one code: "
+            f"set patch_size: 1, got {self.patch_size}",
+        )
+        check(
+            self.scale is None or self.scale == 1.0,
+            f"{name}.scale",
+            f"kind 'diffusers_vq' gives codebook vectors, which a scale would move off the "
+            f"codebook: set scale: null (= 1.0), got {self.scale}",
+        )
 
     def _check_divisible(self, stride: int) -> None:
         unit = stride * self.patch_size
@@ -114,14 +147,24 @@ class ImageTokenizerConfig(Config):
 
         if self.path is None:
             raise ConfigError(
-                f"{type(self).__name__}.path: kind 'diffusers' needs a local "
-                "AutoencoderKL directory, e.g. path: /models/sd-vae"
+                f"{type(self).__name__}.path: kind '{self.kind}' needs a local "
+                "diffusers directory, e.g. path: /models/sd-vae"
             )
+        if self.kind == "diffusers_vq":
+            from mmar.tokenizers.diffusers_vq import diffusers_vq_geometry
+
+            return diffusers_vq_geometry(self.path)[:2]
         return diffusers_vae_geometry(self.path)
 
     def geometry(self) -> TokenGeometry:
-        """Token shapes for this config without loading weights (diffusers: reads config.json)."""
+        """Token shapes for this config without loading weights (diffusers, diffusers_vq: reads
+        config.json; diffusers_vq also gives the codebook size)."""
         stride, channels = self._stride_and_channels()
+        codebook_size = None
+        if self.kind == "diffusers_vq":
+            from mmar.tokenizers.diffusers_vq import diffusers_vq_geometry
+
+            codebook_size = diffusers_vq_geometry(str(self.path))[2]
         self._check_divisible(stride)
         latent = self.image_size // stride
         p = self.patch_size
@@ -132,6 +175,7 @@ class ImageTokenizerConfig(Config):
             patch_size=p,
             num_tokens=(latent // p) ** 2,
             token_dim=channels * p * p,
+            codebook_size=codebook_size,
         )
 
 

@@ -1,8 +1,9 @@
 """TokenizerTrainConfig: what `mmar train-tokenizer` trains, on which data, for how long.
 
-    kind: kl                      # the only kind so far (a VQ tokenizer would add kind: vq)
+    kind: kl                      # or vq (a VQModel: discrete codes, its settings under vq:)
     data: {name: shapes, image_size: 32, channels: 3}
     kl: {block_out_channels: [16, 32], latent_channels: 4, kl_weight: 1.0e-6}
+    vq: {block_out_channels: [16, 32], latent_channels: 4, num_vq_embeddings: 256, beta: 0.25}
     loss: {l1: 1.0, l2: 1.0}
     lr: 2.0e-3
     batch_size: 8
@@ -25,30 +26,14 @@ from mmar.training.config import apply_overrides
 
 
 @dataclass
-class KLAutoencoderConfig(Config):
-    """The geometry of a diffusers ``AutoencoderKL`` and the weight of its KL term.
-
-    block_out_channels: channels of each resolution level; L levels downsample L - 1 times, so
-      the stride is 2^(L - 1): [16, 32] -> stride 2 (32 px -> 16x16 latents), [16, 32, 32] ->
-      stride 4 (8x8). The defaults are small on purpose: on a CPU a narrow VAE takes many more
-      steps per minute, which mattered more than width in the measurements of docs/scaling.md.
-    latent_channels: C of the latents (B, C, H / stride, W / stride).
-    layers_per_block: ResNet blocks per level (the decoder has one more, as in diffusers).
-    norm_num_groups: GroupNorm groups; must divide every entry of block_out_channels.
-    attention: a self-attention layer in the encoder's and decoder's middle block (at the
-      latent resolution), as in SD's VAE; off by default (slower, no better in a short run).
-    kl_weight: weight of KL(q(z|x) || N(0, I)), summed over the latent elements of an image and
-      divided by its pixel elements (C_img * H * W): the same ratio to the L1 term as LDM's
-      loss, whose autoencoders use 1e-6; more (1e-4) gives smoother, more Gaussian latents at
-      some cost in reconstruction.
-    """
+class AutoencoderGeometry(Config):
+    """The geometry shared by the KL and the VQ autoencoder (fields as KLAutoencoderConfig's)."""
 
     block_out_channels: tuple[int, ...] = (16, 32)
     latent_channels: int = 4
     layers_per_block: int = 1
     norm_num_groups: int = 8
     attention: bool = False
-    kl_weight: float = 1e-6
 
     @property
     def stride(self) -> int:
@@ -72,11 +57,63 @@ class KLAutoencoderConfig(Config):
             f"(GroupNorm), got {self.norm_num_groups}; e.g. norm_num_groups: "
             f"{_common_divisor(self.block_out_channels)}",
         )
+
+
+@dataclass
+class KLAutoencoderConfig(AutoencoderGeometry):
+    """The geometry of a diffusers ``AutoencoderKL`` and the weight of its KL term.
+
+    block_out_channels: channels of each resolution level; L levels downsample L - 1 times, so
+      the stride is 2^(L - 1): [16, 32] -> stride 2 (32 px -> 16x16 latents), [16, 32, 32] ->
+      stride 4 (8x8). The defaults are small on purpose: on a CPU a narrow VAE takes many more
+      steps per minute, which mattered more than width in the measurements of docs/scaling.md.
+    latent_channels: C of the latents (B, C, H / stride, W / stride).
+    layers_per_block: ResNet blocks per level (the decoder has one more, as in diffusers).
+    norm_num_groups: GroupNorm groups; must divide every entry of block_out_channels.
+    attention: a self-attention layer in the encoder's and decoder's middle block (at the
+      latent resolution), as in SD's VAE; off by default (slower, no better in a short run).
+    kl_weight: weight of KL(q(z|x) || N(0, I)), summed over the latent elements of an image and
+      divided by its pixel elements (C_img * H * W): the same ratio to the L1 term as LDM's
+      loss, whose autoencoders use 1e-6; more (1e-4) gives smoother, more Gaussian latents at
+      some cost in reconstruction.
+    """
+
+    kl_weight: float = 1e-6
+
+    def validate(self) -> None:
+        super().validate()
         check(
             self.kl_weight >= 0,
-            f"{n}.kl_weight",
+            f"{type(self).__name__}.kl_weight",
             f"must be >= 0, e.g. kl_weight: 1.0e-6, got {self.kl_weight}",
         )
+
+
+@dataclass
+class VQAutoencoderConfig(AutoencoderGeometry):
+    """The geometry of a diffusers ``VQModel`` (`mmar train-tokenizer --kind vq`, the Show-o-like
+    ablation's tokenizer) and the weight of its commitment term. The geometry fields are
+    KLAutoencoderConfig's, with the same defaults (the same size as the KL autoencoder).
+
+    latent_channels: D of the codebook vectors (VQModel's vq_embed_dim = latent_channels).
+    num_vq_embeddings: K, the codebook size.
+    beta: weight of the commitment term of the VQ-VAE loss (van den Oord et al. 2017):
+      ||sg[h] - e||^2 + beta ||h - sg[e]||^2, h the encoder output and e its nearest code.
+    """
+
+    num_vq_embeddings: int = 256
+    beta: float = 0.25
+
+    def validate(self) -> None:
+        super().validate()
+        n = type(self).__name__
+        check(
+            self.num_vq_embeddings >= 2,
+            f"{n}.num_vq_embeddings",
+            f"must be >= 2 (the codebook size), e.g. num_vq_embeddings: 256, got "
+            f"{self.num_vq_embeddings}",
+        )
+        check(self.beta >= 0, f"{n}.beta", f"must be >= 0, e.g. beta: 0.25, got {self.beta}")
 
 
 def _common_divisor(channels: Sequence[int]) -> int:
@@ -115,7 +152,9 @@ class TokenizerTrainConfig(Config):
     """`mmar train-tokenizer`: an image tokenizer trained on a dataset mmar reads.
 
     kind: "kl", a diffusers ``AutoencoderKL`` (continuous latents, MMAR's kind); its geometry
-      and KL weight are in ``kl``.
+      and KL weight are in ``kl``. "vq", a diffusers ``VQModel`` (discrete codes: the
+      ``diffusers_vq`` image tokenizer of the codebook head); its geometry, codebook size and
+      commitment weight are in ``vq`` (the section of the other kind is ignored).
     data: any image dataset (mnist, digits, shapes, folder, jsonl, webdataset; not latents), RGB
       (``channels: 3``: grey images are repeated to 3 channels, as the diffusers tokenizer
       takes RGB), ``image_size`` divisible by the stride. Its "test" split is the held-out set
@@ -123,7 +162,9 @@ class TokenizerTrainConfig(Config):
       test_fraction 0) is measured on training images, and the metrics say so.
     loss: reconstruction weights (L1 / L2). The loss is
       ``l1 * |x - x'| + l2 * (x - x')^2 + kl.kl_weight * KL / (C_img H W)``, x' decoded from a
-      reparameterised sample of q(z|x).
+      reparameterised sample of q(z|x); vq: ``l1 * |x - x'| + l2 * (x - x')^2 + ||sg[h] - e||^2
+      + vq.beta ||h - sg[e]||^2`` (means over elements), x' decoded from the straight-through
+      z_q = h + sg[e - h].
     lr: AdamW (no weight decay), constant after a linear warm-up of ``warmup_steps``.
     grad_clip: max global gradient L2 norm (0 = no clipping).
     steps / minutes: the run stops after ``steps`` updates or after the update that passes
@@ -137,9 +178,10 @@ class TokenizerTrainConfig(Config):
     scale_images: training images the latent scale and shift are measured on.
     """
 
-    kind: Literal["kl"] = "kl"
+    kind: Literal["kl", "vq"] = "kl"
     data: DataConfig = field(default_factory=lambda: DataConfig(channels=3))
     kl: KLAutoencoderConfig = field(default_factory=KLAutoencoderConfig)
+    vq: VQAutoencoderConfig = field(default_factory=VQAutoencoderConfig)
     loss: ReconstructionLoss = field(default_factory=ReconstructionLoss)
     lr: float = 2e-3
     warmup_steps: int = 50
@@ -154,14 +196,19 @@ class TokenizerTrainConfig(Config):
     scale_images: int = 256
 
     @property
+    def autoencoder(self) -> AutoencoderGeometry:
+        """The section of ``kind``: ``kl`` or ``vq``."""
+        return self.vq if self.kind == "vq" else self.kl
+
+    @property
     def stride(self) -> int:
-        return self.kl.stride
+        return self.autoencoder.stride
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of one image's latents."""
         h = self.data.image_size // self.stride
-        return (self.kl.latent_channels, h, h)
+        return (self.autoencoder.latent_channels, h, h)
 
     def validate(self) -> None:
         super().validate()
@@ -212,8 +259,8 @@ class TokenizerTrainConfig(Config):
         check(
             d.image_size % self.stride == 0,
             f"{n}.data.image_size",
-            f"must be divisible by the stride {self.stride} of kl.block_out_channels "
-            f"{list(self.kl.block_out_channels)}, got {d.image_size}; e.g. image_size: "
+            f"must be divisible by the stride {self.stride} of {self.kind}.block_out_channels "
+            f"{list(self.autoencoder.block_out_channels)}, got {d.image_size}; e.g. image_size: "
             f"{max(self.stride, d.image_size // self.stride * self.stride)}",
         )
 

@@ -1,9 +1,11 @@
-"""`mmar train-tokenizer`: train a small KL autoencoder (diffusers' ``AutoencoderKL``) on a dataset.
+"""`mmar train-tokenizer`: train a small KL autoencoder (diffusers' ``AutoencoderKL``) on a dataset,
+or with ``kind: vq`` a VQ autoencoder (diffusers' ``VQModel``, tokenizer_vq.py).
 
     from mmar.training.tokenizer_config import TokenizerTrainConfig
     from mmar.training.tokenizer_trainer import train_tokenizer
     summary = train_tokenizer(TokenizerTrainConfig.from_dict({...}), "runs/shapes-kl")
     # runs/shapes-kl loads as image_tokenizer: {kind: diffusers, path: runs/shapes-kl}
+    # a vq run loads as image_tokenizer: {kind: diffusers_vq, path: OUT, patch_size: 1}
 
 The loop: images from ``mmar.data.build_dataset`` (its collate; unreadable items are skipped,
 named once and stop the run past ``data.max_unreadable_share``, as in `mmar train`), a
@@ -13,7 +15,9 @@ saved with ``save_pretrained`` and its ``scaling_factor`` / ``shift_factor`` set
 the mean of its (posterior-mode) latents on ``scale_images`` training images, so that the
 tokenizer gives zero-mean, unit-variance latents as the diffusion head assumes; then the held-out
 reconstruction error is measured through ``build_image_tokenizer``, i.e. exactly as MMAR will
-load it.
+load it. A VQ autoencoder is saved with scale 1 and shift 0 (its latents are codebook vectors)
+and its metrics add the share of the codebook the held-out images use and the codes'
+perplexity.
 
 OUT holds ``config.json`` + ``diffusion_pytorch_model.safetensors`` (the VAE),
 ``train_tokenizer.yaml`` (the config: ``--config`` reruns it), ``metrics.json`` and, when some
@@ -36,11 +40,17 @@ from mmar import __version__
 from mmar._versions import require
 from mmar.config import DataError
 from mmar.data import build_dataset, collate
-from mmar.tokenizers import ImageTokenizerConfig, build_image_tokenizer
+from mmar.tokenizers import DiffusersVQTokenizer, ImageTokenizerConfig, build_image_tokenizer
 from mmar.tokenizers.scale import estimate_scale
 from mmar.torch_utils import resolve_device
 from mmar.training.data_order import ResumableBatchSampler
 from mmar.training.tokenizer_config import TokenizerTrainConfig
+from mmar.training.tokenizer_vq import (
+    build_vq_autoencoder,
+    codebook_metrics,
+    init_codebook,
+    vq_loss,
+)
 from mmar.training.unreadable import UnreadableLog
 
 if TYPE_CHECKING:
@@ -270,7 +280,8 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: str | Path) -> dict[str, Any
     train_set = build_dataset(cfg.data, "train")
     eval_set, eval_split = _held_out(cfg)
     batches = _Batches(cfg, train_set, out)
-    vae = build_kl_autoencoder(cfg)
+    vq = cfg.kind == "vq"
+    vae: Any = build_vq_autoencoder(cfg) if vq else build_kl_autoencoder(cfg)
     torch.nn.Module.to(vae, device)  # in place (diffusers' own ``to`` wrapper confuses mypy)
     vae.train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -278,14 +289,17 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: str | Path) -> dict[str, Any
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
     )
-    generator = torch.Generator(device).manual_seed(cfg.seed)  # the posterior samples
+    generator = torch.Generator(device).manual_seed(cfg.seed)  # posterior samples; vq: codes
 
     history: list[dict[str, Any]] = []
     parts: dict[str, float] = {}
     step, nan_in_row, stopped = 0, 0, "steps"
     start = time.perf_counter()
     for x in batches:
-        loss, parts = _loss(vae, x.to(device), cfg, generator)
+        x = x.to(device)
+        if vq and step == 0:
+            init_codebook(vae, x, generator)
+        loss, parts = vq_loss(vae, x, cfg) if vq else _loss(vae, x, cfg, generator)
         optimizer.zero_grad(set_to_none=True)
         if math.isfinite(parts["loss"]):
             loss.backward()
@@ -307,9 +321,10 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: str | Path) -> dict[str, Any
         elapsed = time.perf_counter() - start
         if step % cfg.log_every == 0 or step == 1:
             history.append({"step": step, "seconds": round(elapsed, 2), **parts})
+            last = f"vq {parts['vq']:.4f}" if vq else f"kl {parts['kl']:.3f}"
             print(
                 f"train-tokenizer: step {step} loss {parts['loss']:.5f} (l1 {parts['l1']:.4f} "
-                f"mse {parts['mse']:.5f} kl {parts['kl']:.3f}) {elapsed / 60:.2f} min",
+                f"mse {parts['mse']:.5f} {last}) {elapsed / 60:.2f} min",
                 file=sys.stderr,
             )
         if cfg.steps is not None and step >= cfg.steps:
@@ -328,18 +343,27 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: str | Path) -> dict[str, Any
     vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
     vae.save_pretrained(str(out))
     tok_cfg = ImageTokenizerConfig(
-        kind="diffusers", path=str(out), image_size=cfg.data.image_size, image_channels=3
+        kind="diffusers_vq" if vq else "diffusers",
+        path=str(out),
+        image_size=cfg.data.image_size,
+        image_channels=3,
     )
-    raw = build_image_tokenizer(tok_cfg.replace(scale=1.0)).to(device)
-    scale_gen = torch.Generator().manual_seed(cfg.seed)
-    scale_images, _ = _images(train_set, cfg.scale_images, None if batches.stream else scale_gen)
-    stats = estimate_scale(raw, list(scale_images), cfg.batch_size, scale_gen)
-    vae.register_to_config(scaling_factor=stats["scale"], shift_factor=stats["mean"])
-    vae.save_pretrained(str(out))
+    stats = {"scale": 1.0, "mean": 0.0, "num_images": 0}  # vq: codebook vectors, unscaled
+    if not vq:
+        raw = build_image_tokenizer(tok_cfg.replace(scale=1.0)).to(device)
+        scale_gen = torch.Generator().manual_seed(cfg.seed)
+        scale_images, _ = _images(
+            train_set, cfg.scale_images, None if batches.stream else scale_gen
+        )
+        stats = estimate_scale(raw, list(scale_images), cfg.batch_size, scale_gen)
+        vae.register_to_config(scaling_factor=stats["scale"], shift_factor=stats["mean"])
+        vae.save_pretrained(str(out))
 
     tokenizer = build_image_tokenizer(tok_cfg).to(device)
     eval_images, eval_skipped = _images(eval_set, cfg.eval_images, None)
     metrics = reconstruction_metrics(tokenizer, eval_images, cfg.batch_size)
+    if isinstance(tokenizer, DiffusersVQTokenizer):
+        metrics.update(codebook_metrics(tokenizer, eval_images, cfg.batch_size))
     cfg.to_yaml(out / CONFIG_FILE)
     summary: dict[str, Any] = {
         "kind": cfg.kind,

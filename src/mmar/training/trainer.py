@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from mmar.compute_dtype import PrecisionChoice, resolve_precision
 from mmar.config import ConfigError, DataError
 from mmar.data.latents import LatentDataset
+from mmar.model.codebook_head import copy_codebook
 from mmar.model.files import BACKBONE_DIR, TOKENIZER_DIR, WEIGHTS_FILE
 from mmar.model.flex_attention import NO_FLEX_BACKWARD, flex_training_error
 from mmar.model.mmar import MMARModel
@@ -331,12 +332,14 @@ class Trainer:
         backbone_config = None
         if source is not None and (Path(source) / BACKBONE_DIR).is_dir():
             backbone_config = AutoConfig.from_pretrained(str(Path(source) / BACKBONE_DIR))
-        return MMARModel(
+        model = MMARModel(
             self.cfg.model,
             self.processor.vocab_size,
             self.processor.special,
             backbone_config=backbone_config,
         )
+        copy_codebook(model, self.processor.image_tokenizer)  # image_head "codebook" only
+        return model
 
     def _load_checkpoint(self, path: Path) -> None:
         """The trainer state of ``path`` (its weights were loaded before parallelize)."""
