@@ -28,7 +28,7 @@ data or file.
 
 examples:
   mmar train-tokenizer --set data.name=shapes --set minutes=5 --out runs/shapes-kl
-  mmar train-tokenizer --kind vq --set data.name=shapes minutes=5 vq.num_vq_embeddings=256 \
+  mmar train-tokenizer --kind vq --set data.name=shapes minutes=5 vq.num_vq_embeddings=256 \\
       --out runs/shapes-vq
   mmar train-tokenizer --set data.name=shapes 'kl.block_out_channels=[16,32,32]' --out runs/kl-s4
   mmar train-tokenizer --config tokenizer.yaml --set steps=500 lr=5e-4 --out runs/my-kl
