@@ -83,7 +83,7 @@ def test_same_seed_same_weights_and_the_global_rng_is_left_alone(tmp_path):
 @pytest.mark.parametrize(
     "override, field",
     [
-        ("kind=vq", "kind"),
+        ("kind=rq", "kind"),
         ("kl.block_out_channels=[]", "block_out_channels"),
         ("kl.norm_num_groups=3", "norm_num_groups"),  # does not divide 8 and 16
         ("kl.latent_channels=0", "latent_channels"),

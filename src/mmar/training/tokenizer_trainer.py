@@ -340,7 +340,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig, out: str | Path) -> dict[str, Any
 
     # save with scale 1, measure the raw latents through the tokenizer MMAR will use, save again
     out.mkdir(parents=True, exist_ok=True)
-    vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
+    vae.register_to_config(scaling_factor=1.0, **({} if vq else {"shift_factor": 0.0}))
     vae.save_pretrained(str(out))
     tok_cfg = ImageTokenizerConfig(
         kind="diffusers_vq" if vq else "diffusers",
@@ -403,5 +403,11 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"{summary['kind']} tokenizer, {h}x{w}x{c} latents (stride {summary['stride']}): "
         f"{summary['steps']} steps in {summary['minutes']:.1f} min; {split} PSNR "
         f"{ev['psnr']:.2f} dB (MSE {ev['mse']:.5f} on [-1, 1], {ev['images']} images); scale "
-        f"{summary['scaling_factor']:.4f} shift {summary['shift_factor']:.4f} -> {summary['out']}"
+        f"{summary['scaling_factor']:.4f} shift {summary['shift_factor']:.4f}"
+        + (
+            f"; codebook {ev['codes_used']:.0%} in use, perplexity {ev['code_perplexity']:.1f}"
+            if "codes_used" in ev
+            else ""
+        )
+        + f" -> {summary['out']}"
     )
