@@ -10,6 +10,9 @@
         z   = h + pos;  reveal order[m_k : m_{k-1}]                  (reveal_steps)
         x_i = sample_tokens(head, z_i^c, z_i^u, w_k = 1 + (w-1)(N - m_k)/N, tau, S_k)   those i
               S_k: num_steps, or annealed linearly to num_steps_final over the iterations
+              (image_head "codebook": x_i = e_c, c ~ softmax((l_u + w_k (l_c - l_u)) / tau) of
+              the code head's logits, one uniform per token from the image's generator;
+              mmar.model.codebook_head)
     image = decode(unpatchify(x))
 
 The cache is cropped back to the prefix after each iteration, so every iteration sees the same

@@ -1,4 +1,5 @@
-"""The image tokenizer interface: images <-> continuous latents (never quantised).
+"""The image tokenizer interface: images <-> continuous latents (never quantised, except by the
+diffusers_vq tokenizer, whose latents are the rows of its codebook).
 
     encode: images (B, C_img, H, W) in [-1, 1] -> latents (B, C, h, w) = (z - shift) * scale
     decode: latents (B, C, h, w) -> images (B, C_img, H, W) = clamp(D(latents / scale + shift))
