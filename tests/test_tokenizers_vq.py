@@ -126,3 +126,26 @@ def test_bad_vq_train_config_raises(override, field):
     extra = ["vq.block_out_channels=[8,16,16]"] if "image_size" in override else []
     with pytest.raises(ConfigError, match=field):
         load_tokenizer_train_config(None, [*TINY, *extra, override])
+
+
+def test_cli_kind_vq(tmp_path, capsys):
+    from mmar.cli import main
+
+    sets = [t for t in TINY if not t.startswith("kind=")] + ["steps=2", "eval_images=8"]
+    rc = main(["train-tokenizer", "--kind", "vq", "--set", *sets, "--out", str(tmp_path / "v")])
+    assert rc == 0
+    assert "vq tokenizer" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "v" / METRICS_FILE).read_text())
+    assert summary["kind"] == "vq" and summary["config"]["kind"] == "vq"
+
+
+def test_vq_same_seed_same_weights_and_the_global_rng_is_left_alone(tmp_path):
+    from safetensors.torch import load_file
+
+    state = torch.random.get_rng_state()
+    cfg = load_tokenizer_train_config(None, [*TINY, "steps=2", "eval_images=8"])
+    for name in ("a", "b"):
+        train_tokenizer(cfg, tmp_path / name)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    a, b = (load_file(tmp_path / n / "diffusion_pytorch_model.safetensors") for n in "ab")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
