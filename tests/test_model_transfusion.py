@@ -25,7 +25,8 @@ def gens(*seeds):
 
 def test_layers_replace_the_diffusion_head():
     net = tiny_transfusion_model(randomize=False).model
-    assert not hasattr(net, "head")
+    assert net.head is None and net.code_head is None
+    assert not any(name.startswith(("head.", "code_head.")) for name in net.state_dict())
     assert net.transfusion.out.weight.shape == (4, 32)  # W = 32 -> D = 4
     # zero-initialised output: a fresh model predicts 0 for every token
     assert not net.transfusion.out.weight.any() and not net.transfusion.out.bias.any()

@@ -319,28 +319,21 @@ class MMARModel(nn.Module):
         tokens, N per generated image; :func:`mmar.model.transfusion.transfusion_forward`).
         """
         # fmt: off
-        cfg, N = self.config, self.num_image_tokens
+        cfg = self.config
         gens = per_sample(generator, len(batch))
         if cfg.image_head == "transfusion":
             return transfusion_forward(self, batch, tokens, gens)
         masked = self.draw_mask(batch, gens)                                        # (B, N)
-        n_img = int(batch.has_image.sum())
+        n_img = self.check_image_tokens(batch, tokens)
         vit_inputs = None
-        if n_img:
-            expected = (n_img, N, self.geometry.token_dim)
-            if tokens is None or tuple(tokens.shape) != expected:
-                got = None if tokens is None else tuple(tokens.shape)
-                raise ValueError(f"MMARModel.forward: the batch has {n_img} image samples, so "
-                                 f"tokens must be {expected} (processor.encode_images), got {got}")
+        if n_img and tokens is not None:
             masked = masked[batch.has_image]                                        # (B_img, N)
             gens = [g for g, has in zip(gens, batch.has_image.tolist()) if has]     # (B_img,)
             vit_inputs = self.with_mask_token(tokens, masked)
         hidden = self.hidden_states(batch, vit_inputs)                              # (B, L, W)
 
-        ce, w = self.text_ce(hidden, batch)                                         # (T,) x 2
-        zero = hidden.new_zeros((), dtype=torch.float32)
-        loss_text = (ce * w).sum() / w.sum() if w.sum() > 0 else zero
-        loss_diff, n_masked = zero, 0
+        loss_text, w = self.text_loss(hidden, batch)
+        loss_diff, n_masked = hidden.new_zeros((), dtype=torch.float32), 0
         if tokens is not None and vit_inputs is not None and masked.any() and self.code_head:
             z, x0 = self.conditions(hidden, batch)[masked], tokens[masked]          # (M, W), (M, D)
             loss_diff, n_masked = codebook_loss(self.code_head, z, x0), x0.shape[0]  # CE of codes
@@ -353,12 +346,45 @@ class MMARModel(nn.Module):
                                   self.noise_schedule(), cfg.diffusion.parameterization,
                                   t=t, noise=noise)
             loss_diff = rows.mean()                                          # over masked x mul
-        loss = loss_text + cfg.lambda_img * loss_diff
-        # the parts keep their graph: data-parallel training re-weights them across ranks
-        return {"loss": loss, "loss_text": loss_text, "loss_diff": loss_diff,
-                "n_text_tokens": int((w > 0).sum()), "text_weight": float(w.sum()),
-                "n_masked": n_masked}
+        return self.losses(loss_text, loss_diff, w, n_masked)
         # fmt: on
+
+    def check_image_tokens(self, batch: PackedBatch, tokens: torch.Tensor | None) -> int:
+        """The number of image samples of ``batch``, B_img, after checking that ``tokens`` is
+        (B_img, N, D) (ValueError naming the expected shape otherwise)."""
+        n_img = int(batch.has_image.sum())
+        expected = (n_img, self.num_image_tokens, self.geometry.token_dim)
+        if n_img and (tokens is None or tuple(tokens.shape) != expected):
+            got = None if tokens is None else tuple(tokens.shape)
+            raise ValueError(
+                f"MMARModel.forward: the batch has {n_img} image samples, so tokens must be "
+                f"{expected} (processor.encode_images), got {got}"
+            )
+        return n_img
+
+    def text_loss(
+        self, hidden: torch.Tensor, batch: PackedBatch
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CE_text: the weighted mean of ``text_ce`` (0 when nothing is weighted), and the CE
+        weights (T,)."""
+        ce, w = self.text_ce(hidden, batch)  # (T,) x 2
+        zero = hidden.new_zeros((), dtype=torch.float32)
+        return ((ce * w).sum() / w.sum() if w.sum() > 0 else zero), w
+
+    def losses(
+        self, loss_text: torch.Tensor, loss_diff: torch.Tensor, w: torch.Tensor, n_masked: int
+    ) -> dict[str, Any]:
+        """The dict ``forward`` returns: L = CE_text + lambda_img * loss_diff, and its parts
+        (which keep their graph: data-parallel training re-weights them across ranks)."""
+        loss = loss_text + self.config.lambda_img * loss_diff
+        return {
+            "loss": loss,
+            "loss_text": loss_text,
+            "loss_diff": loss_diff,
+            "n_text_tokens": int((w > 0).sum()),
+            "text_weight": float(w.sum()),
+            "n_masked": n_masked,
+        }
 
     # --- persistence ----------------------------------------------------------------------
     def _canonical_names(self) -> dict[str, str]:

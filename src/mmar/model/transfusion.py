@@ -106,11 +106,7 @@ def transfusion_forward(
     (:func:`draw_image_noise`), read images (i2t, vqa) draw nothing and enter clean at t = 0."""
     # fmt: off
     N, D, dev = model.num_image_tokens, model.geometry.token_dim, model.device
-    n_img = int(batch.has_image.sum())
-    if n_img and (tokens is None or tuple(tokens.shape) != (n_img, N, D)):
-        got = None if tokens is None else tuple(tokens.shape)
-        raise ValueError(f"MMARModel.forward: the batch has {n_img} image samples, so "
-                         f"tokens must be {(n_img, N, D)} (processor.encode_images), got {got}")
+    n_img = model.check_image_tokens(batch, tokens)
     noised = batch.generative[batch.has_image]                                         # (B_img,)
     gen_gens = [g for g, n in zip(gens, (batch.has_image & batch.generative).tolist()) if n]
     t, eps = draw_image_noise(gen_gens, N, D, model.config.diffusion.num_timesteps, dev)  # (G,)
@@ -123,16 +119,11 @@ def transfusion_forward(
         t_img = torch.zeros(n_img, dtype=torch.long, device=dev)                       # clean: 0
         t_img[noised] = t                                                              # (B_img,)
     hidden = model.hidden_states(batch, vit_inputs, t_img)                             # (B, L, W)
-    ce, w = model.text_ce(hidden, batch)                                               # (T,) x 2
-    zero = hidden.new_zeros((), dtype=torch.float32)
-    loss_text = (ce * w).sum() / w.sum() if w.sum() > 0 else zero
-    loss_diff = zero
+    loss_text, w = model.text_loss(hidden, batch)
+    loss_diff = hidden.new_zeros((), dtype=torch.float32)
     if x0 is not None and len(x0):
         out = model.transfusion(model.conditions(hidden, batch)[noised]).float()      # (G, N, D)
         kind = model.config.diffusion.parameterization
         loss_diff = transfusion_loss(out, x0, eps, ab, kind).mean()                    # over images
-    loss = loss_text + model.config.lambda_img * loss_diff
-    return {"loss": loss, "loss_text": loss_text, "loss_diff": loss_diff,
-            "n_text_tokens": int((w > 0).sum()), "text_weight": float(w.sum()),
-            "n_masked": len(t) * N}
+    return model.losses(loss_text, loss_diff, w, len(t) * N)
     # fmt: on
