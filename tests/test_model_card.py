@@ -154,3 +154,12 @@ def test_bad_card_inputs_raise_before_anything_is_written(tmp_path, kwargs, erro
     with pytest.raises(error, match=match):
         tiny_model().save_pretrained(d, **kwargs)
     assert not d.exists()
+
+
+def test_card_names_the_image_head():
+    assert "| diffusion head | MLP of 1 AdaLN block, width 32; v-prediction" in model_card(
+        tiny_config()
+    )
+    card = model_card(tiny_config(image_head="transfusion"))
+    assert "| image head | Transfusion-style: diffusion inside the backbone; v-prediction" in card
+    assert "diffusion head" not in card.split("## Model")[1].split("## Evaluation")[0]

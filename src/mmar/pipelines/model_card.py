@@ -162,6 +162,18 @@ def _evaluation(metrics: Mapping[str, Any] | None, loading: str, kept: bool) -> 
     return [where, "", *table] if rows else [where, "", "(an empty metrics dict)"]
 
 
+def _image_head(config: MMARConfig) -> tuple[str, str]:
+    """The card's row for how image tokens are generated (``config.image_head``)."""
+    d = config.diffusion
+    process = f"{d.parameterization}-prediction, {d.num_timesteps} {d.schedule} steps"
+    if config.image_head == "codebook":
+        return ("image head", "codebook: a softmax over the VQ tokenizer's codes (no diffusion)")
+    if config.image_head == "transfusion":
+        return ("image head", f"Transfusion-style: diffusion inside the backbone; {process}")
+    depth = _count(d.head_depth, "AdaLN block")
+    return ("diffusion head", f"MLP of {depth}, width {d.head_width}; {process}")
+
+
 def model_card(
     config: MMARConfig,
     metrics: Mapping[str, Any] | None = None,
@@ -191,12 +203,7 @@ def model_card(
         ("image tokenizer", _image_tokenizer(config)),
         ("token geometry", _geometry(geometry) if geometry else "see image_tokenizer below"),
         ("text tokenizer", _text_tokenizer(config)),
-        (
-            "diffusion head",
-            f"MLP of {_count(config.diffusion.head_depth, 'AdaLN block')}, width "
-            f"{config.diffusion.head_width}; {config.diffusion.parameterization}-prediction, "
-            f"{config.diffusion.num_timesteps} {config.diffusion.schedule} steps",
-        ),
+        _image_head(config),
     ]
     if num_parameters is not None:
         rows.append(("parameters", f"{num_parameters / 1e6:.2f} M ({num_parameters:,})"))
