@@ -30,7 +30,6 @@ from typing import Any
 from mmar.ablation.variants import TokenizerKind, Variant
 
 TRAIN_FILE, RESULT_FILE, LOG_FILE = "train.json", "result.json", "ablate.log"
-COMPLETION_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9)
 HOLES_FRACTION = 0.9  # the table's "holes" column: completion accuracy with 90% of tokens given
 # the tokenizers' geometry: stride 4 (32 px -> 8 x 8 latents), the KL recipe measured best for
 # image quality per minute on shapes (docs/benchmarks.md); VQ gets the same size and budget
@@ -257,7 +256,7 @@ class AblationRunner:
     def evaluate(self, variant: Variant, seed: int, trained: dict[str, Any]) -> dict[str, Any]:
         """The benchmark, the completion curve and the loss per mask-ratio bucket of the model
         ``trained`` (train.json), sampled with ``variant.sampling`` -> result.json's record."""
-        from mmar.evaluation.completion import completion_accuracy, mask_ratio_losses
+        from mmar.evaluation.completion import FRACTIONS, completion_accuracy, mask_ratio_losses
         from mmar.evaluation.evaluate import eval_data_config, evaluate
         from mmar.model.config import SamplingConfig
         from mmar.pipelines.mmar import MMAR
@@ -283,7 +282,7 @@ class AblationRunner:
         completion = completion_accuracy(
             model,
             self.plan.bench,
-            COMPLETION_FRACTIONS,
+            FRACTIONS,
             n=self.plan.completion_images,
             seed=seed,
             sampling=sampling,
