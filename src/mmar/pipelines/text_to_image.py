@@ -252,18 +252,7 @@ class TextToImagePipeline:
         B, N, D = len(prompts), model.num_image_tokens, model.geometry.token_dim
         gens = generators(seeds, dev)
         guided = s.guidance_scale != 1.0
-        texts = prompts + ([""] * B if guided else [])
-        batch = self.processor.pack(texts, ["gen"] * len(texts), padding_side="left").to(dev)
-        P = batch.input_ids.shape[1] - N                                   # prefix length
-        text_emb = model.embed(batch)                                      # (B2, L, W), B2: B | 2B
-        pos = batch.position_ids                                           # (B2, L)
-        cache = None
-        if use_cache:  # masks (B2, 1, P, P) for the prefix, (B2, 1, N, L) for the image block
-            _, cache = model.backbone_hidden(text_emb[:, :P], model.attention_mask(batch, 0, P),
-                                             pos[:, :P], use_cache=True)
-            mask = model.attention_mask(batch, P)
-        else:
-            mask = model.attention_mask(batch)                             # (B2, 1, L, L)
+        prefix = PromptPrefix(model, self.processor, prompts, guided, use_cache)
 
         orders = torch.cat([random_orders(1, N, g, dev) for g in gens])    # (B, N)
         free = ~known.keep.gather(1, orders)                               # (B, N) in order
@@ -277,13 +266,7 @@ class TextToImagePipeline:
             draws = noise_draws(scheduler, n_steps, s.temperature)        # x_T + noisy steps
             img = model.vit(model.with_mask_token(tokens, masked))         # (B, N, W)
             img = torch.cat([img, img]) if guided else img                 # (B2, N, W)
-            if use_cache:
-                h, cache = model.backbone_hidden(img.to(text_emb.dtype), mask, pos[:, P:],
-                                                 cache=cache, use_cache=True)
-                cache.crop(-N)                                             # back to the prefix
-            else:
-                emb = torch.cat([text_emb[:, :P], img.to(text_emb.dtype)], dim=1)
-                h = model.backbone_hidden(emb, mask, pos)[0][:, P:]        # (B2, N, W)
+            h = prefix.image_hidden(img)                                   # (B2, N, W)
             z = (h + model.diffusion_pos_emb).float()                      # (B2, N, W)
             idx = reveal[..., None].expand(-1, -1, z.shape[-1])
             cond = z[:B].gather(1, idx).flatten(0, 1)                      # (B r, W)
@@ -320,6 +303,53 @@ def sampling_autocast(
     if sampling.precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class PromptPrefix:
+    """The prompts' prefix ``[pad..] [bos] prompt [boi]`` (and the "" prompts' when ``guided``:
+    rows B..2B-1), left-padded so that the N image slots are the last N columns, run once
+    through the backbone into a KV cache (``use_cache``); ``image_hidden`` then runs one image
+    block after it. Shared by the masked-AR loop and the Transfusion-style denoising loop."""
+
+    def __init__(
+        self,
+        model: MMARModel,
+        processor: MMARProcessor,
+        prompts: list[str],
+        guided: bool,
+        use_cache: bool,
+    ):
+        # fmt: off
+        N, dev = model.num_image_tokens, model.device
+        self.model, self.rows = model, len(prompts) * (2 if guided else 1)       # B2: B | 2B
+        texts = prompts + ([""] * len(prompts) if guided else [])
+        batch = processor.pack(texts, ["gen"] * len(texts), padding_side="left").to(dev)
+        self.P = P = batch.input_ids.shape[1] - N                              # prefix length
+        self.text_emb = model.embed(batch)                                     # (B2, L, W)
+        self.pos = batch.position_ids                                          # (B2, L)
+        self.cache: Any = None
+        if use_cache:  # masks (B2, 1, P, P) for the prefix, (B2, 1, N, L) for the image block
+            _, self.cache = model.backbone_hidden(
+                self.text_emb[:, :P], model.attention_mask(batch, 0, P), self.pos[:, :P],
+                use_cache=True)
+            self.mask = model.attention_mask(batch, P)
+        else:
+            self.mask = model.attention_mask(batch)                            # (B2, 1, L, L)
+        # fmt: on
+
+    def image_hidden(self, img: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B2, N, W) of the image block whose inputs are ``img`` (B2, N, W), after
+        the prefix. The cache is cropped back to the prefix, so every call sees the same prefix
+        keys / values; without a cache the prefix is recomputed (the same result)."""
+        model, P, img = self.model, self.P, img.to(self.text_emb.dtype)
+        if self.cache is not None:
+            h, self.cache = model.backbone_hidden(
+                img, self.mask, self.pos[:, P:], cache=self.cache, use_cache=True
+            )
+            self.cache.crop(-img.shape[1])  # back to the prefix
+            return h
+        emb = torch.cat([self.text_emb[:, :P], img], dim=1)
+        return model.backbone_hidden(emb, self.mask, self.pos)[0][:, P:]
 
 
 def _batches(num_free: Sequence[int], batch_size: int) -> list[list[int]]:

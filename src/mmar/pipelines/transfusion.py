@@ -40,7 +40,7 @@ from mmar.model.config import SamplingConfig
 from mmar.model.mmar import MMARModel
 from mmar.model.processor import MMARProcessor
 from mmar.pipelines.base import generators
-from mmar.pipelines.text_to_image import KnownTokens, SamplingStep
+from mmar.pipelines.text_to_image import KnownTokens, PromptPrefix, SamplingStep
 
 
 def per_image_normal(
@@ -72,18 +72,7 @@ def denoise_batch(
     B, N, D = len(prompts), model.num_image_tokens, model.geometry.token_dim
     gens = generators(seeds, dev)
     guided = s.guidance_scale != 1.0
-    texts = prompts + ([""] * B if guided else [])
-    batch = processor.pack(texts, ["gen"] * len(texts), padding_side="left").to(dev)
-    P = batch.input_ids.shape[1] - N                                   # prefix length
-    text_emb = model.embed(batch)                                      # (B2, L, W), B2: B | 2B
-    pos = batch.position_ids                                           # (B2, L)
-    cache = None
-    if use_cache:  # masks (B2, 1, P, P) for the prefix, (B2, 1, N, L) for the image block
-        _, cache = model.backbone_hidden(text_emb[:, :P], model.attention_mask(batch, 0, P),
-                                         pos[:, :P], use_cache=True)
-        mask = model.attention_mask(batch, P)
-    else:
-        mask = model.attention_mask(batch)                             # (B2, 1, L, L)
+    prefix = PromptPrefix(model, processor, prompts, guided, use_cache)
 
     scheduler.set_timesteps(s.num_steps, device=dev, spacing=s.timestep_spacing)
     if scheduler.timesteps is None:  # set_timesteps just set them
@@ -97,15 +86,9 @@ def denoise_batch(
     x = torch.where(keep, q_sample(known.tokens, x, ab(timesteps[0])), x)
     for i, t in enumerate(timesteps):
         last = i == len(timesteps) - 1
-        t_emb = torch.full((len(texts),), t, dtype=torch.long, device=dev)
+        t_emb = torch.full((prefix.rows,), t, dtype=torch.long, device=dev)
         img = model.image_embeddings(torch.cat([x, x]) if guided else x, t_emb)  # (B2, N, W)
-        if use_cache:
-            h, cache = model.backbone_hidden(img.to(text_emb.dtype), mask, pos[:, P:],
-                                             cache=cache, use_cache=True)
-            cache.crop(-N)                                             # back to the prefix
-        else:
-            emb = torch.cat([text_emb[:, :P], img.to(text_emb.dtype)], dim=1)
-            h = model.backbone_hidden(emb, mask, pos)[0][:, P:]        # (B2, N, W)
+        h = prefix.image_hidden(img)                                   # (B2, N, W)
         out = model.transfusion(h + model.diffusion_pos_emb).float()   # (B2, N, D)
         if guided:
             out_c, out_u = out.chunk(2)                                # (B, N, D) x 2
