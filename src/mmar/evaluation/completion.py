@@ -115,21 +115,9 @@ def _test_images(
 
 def _digit_judge(cfg: DataConfig, cache_dir: str | None) -> Judge:
     """The cached digit judge ``mmar eval`` uses for this data config (trained on first use)."""
-    from mmar.evaluation.evaluate import load_split
-    from mmar.evaluation.judge import JudgeConfig, get_judge
+    from mmar.evaluation.evaluate import digit_judge
 
-    jcfg = JudgeConfig(
-        dataset=cfg.name,
-        image_size=cfg.image_size,
-        channels=cfg.image_channels,
-        test_fraction=cfg.test_fraction,
-    )
-
-    def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        s = load_split(cfg, name)
-        return s["images"], s["labels"]
-
-    return get_judge(jcfg, split, cache_dir, log=None)
+    return digit_judge(cfg, cache_dir)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from mmar.data import DataConfig, build_dataset
 from mmar.data.images import pil_to_tensor, tensor_to_pil
 from mmar.evaluation import metrics
 from mmar.evaluation.frechet import InceptionFeatures, feature_statistics, frechet_distance
-from mmar.evaluation.judge import JudgeConfig, get_judge
+from mmar.evaluation.judge import Judge, JudgeConfig, get_judge
 from mmar.evaluation.shapes_bench import evaluate_shapes, format_rows
 from mmar.model.config import SamplingConfig
 from mmar.pipelines.mmar import MMAR
@@ -101,6 +101,28 @@ def evaluate(
         )
 
 
+def digit_judge(
+    data_cfg: DataConfig,
+    cache_dir: str | None = None,
+    log: Callable[[str], None] | None = None,
+    test: dict[str, Any] | None = None,
+) -> Judge:
+    """The cached judge CNN of a digit data config (trained on its train split on first use,
+    scored on its test split); ``test``: that split when already loaded (``load_split``)."""
+    jcfg = JudgeConfig(
+        dataset=data_cfg.name,
+        image_size=data_cfg.image_size,
+        channels=data_cfg.image_channels,
+        test_fraction=data_cfg.test_fraction,
+    )
+
+    def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        s = test if split == "test" and test is not None else load_split(data_cfg, split)
+        return s["images"], s["labels"]
+
+    return get_judge(jcfg, judge_split, cache_dir, log=log)
+
+
 def _evaluate(
     model: MMAR,
     dataset: str | DataConfig,
@@ -136,18 +158,7 @@ def _evaluate(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    jcfg = JudgeConfig(
-        dataset=data_cfg.name,
-        image_size=data_cfg.image_size,
-        channels=data_cfg.image_channels,
-        test_fraction=data_cfg.test_fraction,
-    )
-
-    def judge_split(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        s = test if split == "test" else load_split(data_cfg, split)
-        return s["images"], s["labels"]
-
-    judge = get_judge(jcfg, judge_split, judge_cache_dir, log=log)
+    judge = digit_judge(data_cfg, judge_cache_dir, log, test)
     timings["judge_s"] = time.perf_counter() - t0
     res.update(
         judge_heldout_accuracy=judge.heldout_accuracy,
