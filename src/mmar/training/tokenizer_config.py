@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mmar.config import Config, ConfigError, check, check_at_least_one, check_seed, read_yaml
 from mmar.data.config import DataConfig
@@ -38,6 +38,24 @@ class AutoencoderGeometry(Config):
     @property
     def stride(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
+
+    def diffusers_kwargs(self, image_size: int) -> dict[str, Any]:
+        """The constructor arguments of this geometry that diffusers' ``AutoencoderKL`` and
+        ``VQModel`` share: RGB in and out, one encoder / decoder block per level."""
+        levels = len(self.block_out_channels)
+        return {
+            "in_channels": 3,
+            "out_channels": 3,
+            "down_block_types": ("DownEncoderBlock2D",) * levels,
+            "up_block_types": ("UpDecoderBlock2D",) * levels,
+            "block_out_channels": tuple(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "latent_channels": self.latent_channels,
+            "norm_num_groups": self.norm_num_groups,
+            "sample_size": image_size,
+            "mid_block_add_attention": self.attention,
+            "scaling_factor": 1.0,
+        }
 
     def validate(self) -> None:
         super().validate()

@@ -72,23 +72,9 @@ def build_kl_autoencoder(cfg: TokenizerTrainConfig) -> AutoencoderKL:
     # top-level name as a dummy object
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
-    k = cfg.kl
-    levels = len(k.block_out_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(k.block_out_channels),
-            layers_per_block=k.layers_per_block,
-            latent_channels=k.latent_channels,
-            norm_num_groups=k.norm_num_groups,
-            sample_size=cfg.data.image_size,
-            mid_block_add_attention=k.attention,
-            scaling_factor=1.0,
-        )
+        return AutoencoderKL(**cfg.kl.diffusers_kwargs(cfg.data.image_size))
 
 
 def psnr(mse: float) -> float:

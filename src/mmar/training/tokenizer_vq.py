@@ -35,23 +35,12 @@ def build_vq_autoencoder(cfg: TokenizerTrainConfig) -> VQModel:
     from diffusers.models.autoencoders.vq_model import VQModel
 
     v = cfg.vq
-    levels = len(v.block_out_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return VQModel(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=tuple(v.block_out_channels),
-            layers_per_block=v.layers_per_block,
-            latent_channels=v.latent_channels,
+            **v.diffusers_kwargs(cfg.data.image_size),
             vq_embed_dim=v.latent_channels,
             num_vq_embeddings=v.num_vq_embeddings,
-            norm_num_groups=v.norm_num_groups,
-            sample_size=cfg.data.image_size,
-            mid_block_add_attention=v.attention,
-            scaling_factor=1.0,
         )
 
 
