@@ -169,6 +169,7 @@ class AblationRunner:
         from mmar.training.config import apply_overrides, load_preset
         from mmar.training.tokenizer_config import load_tokenizer_train_config
 
+        base = load_preset(self.plan.presets[0]).model.sampling.to_dict()
         for v in self.plan.variants:
             try:
                 if v.tokenizer is None:
@@ -178,7 +179,6 @@ class AblationRunner:
                         load_preset(self.plan.presets[1], [*common, *v.stage2_overrides])
                 else:
                     load_tokenizer_train_config(None, self.tokenizer_overrides(v.tokenizer))
-                base = load_preset(self.plan.presets[0]).model.sampling.to_dict()
                 SamplingConfig.from_dict(apply_overrides(base, list(v.sampling)))
             except ConfigError as e:
                 raise ConfigError(f"ablate variant {v.name}: {e}") from None
