@@ -83,7 +83,9 @@ def test_time_lr(vs_mar):
 
 
 def test_compare(vs_mar):
-    row = lambda s, n, a, ips: {"system": s, "name": n, "accuracy": a, "images_per_s": ips}  # noqa: E731
+    def row(s, n, a, ips, se=0.0):
+        return {"system": s, "name": n, "accuracy": a, "images_per_s": ips, "accuracy_se": se}
+
     rows = [
         row("mmar", "m50", 0.90, 18.0),
         row("mmar", "m10", 0.60, 40.0),
@@ -92,11 +94,26 @@ def test_compare(vs_mar):
         row("mar", "a1000", 0.85, 1.0),
     ]
     c = {x["mmar_row"]: x for x in vs_mar.compare(rows)}
-    # no MAR row as accurate as m50: against MAR's most accurate
+    # no MAR row as accurate as m50: against MAR's most accurate, and mmar is the better
     assert c["m50"]["mar_row"] == "a1000" and c["m50"]["speedup"] == pytest.approx(18.0)
-    assert c["m50"]["basis"].startswith("no MAR row")
-    # m10: the fastest MAR row at least as accurate, not the noise of 50 steps
+    assert c["m50"]["basis"].startswith("no MAR row") and c["m50"]["equal_quality"]
+    # m10: the fastest MAR row at least as accurate, not the noise of 50 steps; but that row is
+    # the more accurate (0.70 vs 0.60 with no noise), so it is no speed-up at equal quality
     assert c["m10"]["mar_row"] == "a250" and c["m10"]["speedup"] == pytest.approx(40.0 / 3.0)
+    assert not c["m10"]["equal_quality"]
+    assert vs_mar.headline(list(c.values()))["mmar_row"] == "m50"
+
+
+def test_compare_within_the_noise(vs_mar):
+    def row(s, n, a, ips, se):
+        return {"system": s, "name": n, "accuracy": a, "images_per_s": ips, "accuracy_se": se}
+
+    # 0.80 vs 0.84 with standard errors of 0.04 each: a difference of 0.7 se, equal quality;
+    # 0.25 vs 0.67 (the first run's figures, n = 100): not equal, and no headline
+    near = vs_mar.compare([row("mmar", "m", 0.80, 20.0, 0.04), row("mar", "a", 0.84, 0.5, 0.04)])
+    assert near[0]["equal_quality"] and near[0]["speedup"] == pytest.approx(40.0)
+    far = vs_mar.compare([row("mmar", "m", 0.25, 11.1, 0.043), row("mar", "a", 0.67, 0.51, 0.047)])
+    assert not far[0]["equal_quality"] and vs_mar.headline(far) is None
 
 
 def test_torchvision_stand_in(vs_mar):
