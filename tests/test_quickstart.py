@@ -132,3 +132,17 @@ def test_quickstart_refuses_existing_out(tmp_path, capsys):
     assert main(["quickstart", "--steps", "2", "--out", str(tmp_path / "qs")]) == 2
     assert "--force" in capsys.readouterr().err
     assert (tmp_path / "qs" / "x").read_text() == "keep me"
+
+
+def test_steps_note_says_what_to_expect_and_the_budget_that_fits():
+    from mmar.cli.quickstart import BENCHES, steps_note
+
+    mnist = BENCHES["mnist"]
+    assert mnist.target_steps == 2600
+    assert steps_note(mnist, 2600, 15.0) is None and steps_note(mnist, 2928, 15.0) is None
+    # an AVX2 CPU: 1,617 steps in 15 minutes -> 15 * 2600 / 1617 = 24.1 -> 25 minutes
+    note = steps_note(mnist, 1617, 15.0)
+    assert note is not None and "1617 steps fit 15 minutes" in note
+    assert "about 2600" in note and "--minutes 25`" in note
+    # a job whose targets were never met names no budget
+    assert BENCHES["shapes"].target_steps is None and steps_note(BENCHES["shapes"], 10, 30) is None

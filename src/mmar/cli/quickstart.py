@@ -6,6 +6,9 @@ presets shapes_stage1/2, scored by `mmar eval`'s shapes benchmark). The mnist jo
 built-in default (2 CPU cores, ~15 minutes wall):
   1. calibrate: time a few training steps on this machine, so that the run fits the budget with
      a complete learning-rate schedule (a run cut short by a timer would end at a high lr);
+     where fewer steps fit than those with which the job has met its targets (about 2,600: a
+     CPU without fast bf16, e.g. AVX2-only, trains in fp32 and fits about 1,600), it says so
+     and names the --minutes that would give them;
   2. stage 1, mask ratio in [0.7, 1.0], then stage 2, mask ratio in [0, 1.0], from stage 1's EMA
      weights (the paper's two-stage recipe; presets quickstart_stage1/2); stage 2 is re-sized to
      the training time left at stage 1's measured speed, so that a calibration thrown off by a
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -47,6 +51,8 @@ class Bench:
     minutes: float
     targets: dict[str, float]
     train_share: float  # share of the budget calibrated for training; the rest is evaluation
+    # total steps with which runs of this job have met its targets (measured; None: never met)
+    target_steps: int | None = None
 
 
 BENCHES = {
@@ -56,6 +62,9 @@ BENCHES = {
         15.0,
         {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
         0.9,
+        # docs/performance.md: runs of 2,570-3,234 steps met both targets (AVX-512 bf16 and
+        # emulated AVX2 fp32 alike); 1,617-2,214 steps missed them
+        2600,
     ),
     "shapes": Bench(
         ("shapes_stage1", "shapes_stage2"),
@@ -174,6 +183,20 @@ def write_model_card(model: MMAR, out: Path, results: dict[str, Any]) -> Path:
     return model.write_card(out, metrics=results, samples=grid)
 
 
+def steps_note(bench: Bench, steps: int, minutes: float) -> str | None:
+    """What to expect when the calibrated ``steps`` fall short of the steps with which this job
+    has met its targets (a slow CPU: an AVX2 one trains in fp32 at about half the speed), and
+    the budget that would give them here; None when they do not."""
+    if bench.target_steps is None or steps >= bench.target_steps:
+        return None
+    need = math.ceil(minutes * bench.target_steps / steps)
+    return (
+        f"note: {steps} steps fit {minutes:g} minutes on this machine; this job has met its "
+        f"targets with about {bench.target_steps} (docs/performance.md), so expect lower "
+        f"figures. `mmar quickstart --minutes {need}` gives about that many here."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
@@ -193,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     seed = [f"train.seed={args.seed}", f"train.device={device}", *args.overrides]
     stage1 = load_preset(bench.presets[0], seed)
     t_start = time.perf_counter()
-    deadline = None
+    deadline, note = None, None
     if args.steps is None:
         budget = minutes * 60 * bench.train_share
         total, sec_per_step = calibrate_steps(stage1, budget - (time.perf_counter() - t_start))
@@ -201,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
             f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
             f"for {budget / 60:.1f} min of training"
         )
+        note = steps_note(bench, total, minutes)
+        if note:
+            print(note)
         deadline = t_start + budget
     else:
         total = args.steps
@@ -234,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
         {
             "train_seconds": train_s,
             "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},
+            "target_steps": bench.target_steps,
             "train_samples_per_s": (s1["samples"] + s2["samples"]) / max(train_s, 1e-9),
             "total_seconds": time.perf_counter() - t_start,
             "bench": args.bench,
@@ -249,4 +276,6 @@ def run(args: argparse.Namespace) -> int:
         f"{res['total_seconds'] / 60:.1f} min"
     )
     print(f"wrote {out}/ (model, README.md: its card), {written} and results.json in {out}/")
+    if note:
+        print(note)
     return 0
