@@ -62,8 +62,8 @@ BENCHES = {
         15.0,
         {"t2i_accuracy": 0.90, "caption_accuracy": 0.95},
         0.9,
-        # docs/performance.md: runs of 2,570-3,234 steps met both targets (AVX-512 bf16 and
-        # emulated AVX2 fp32 alike); 1,617-2,214 steps missed them
+        # docs/performance.md: runs of the recipe with 2,570-3,234 steps met both targets
+        # (AVX-512 bf16 and emulated AVX2 fp32 alike); runs with 1,617-2,426 missed them
         2600,
     ),
     "shapes": Bench(
