@@ -331,7 +331,7 @@ def compare(rows: list[dict[str, Any]], z: float = 2.0) -> list[dict[str, Any]]:
     mar_rows = [r for r in rows if r["system"] == "mar"]
 
     def se(a: dict[str, Any], b: dict[str, Any]) -> float:
-        return math.hypot(a.get("accuracy_se", 0.0), b.get("accuracy_se", 0.0))
+        return math.hypot(a["accuracy_se"], b["accuracy_se"])
 
     out = []
     for m in (r for r in rows if r["system"] == "mmar"):
