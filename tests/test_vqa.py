@@ -94,6 +94,48 @@ def test_pack_refuses_missing_or_misplaced_answers(model):
     assert torch.equal(old.input_ids, new.input_ids) and torch.equal(old.labels, new.labels)
 
 
+def test_vqa_turns_layout_answers_and_eos_only():
+    # N = 2; turn 1: q [7, 8] a [9]; turn 2: q [10] a [11, 12]; turn 3: q [] a [13]
+    b = pack_sequences(
+        [[7, 8], [6]],
+        ["vqa", "i2t"],
+        2,
+        SP,
+        answer_ids=[[9], None],
+        turn_ids=[[([10], [11, 12]), ([], [13])], None],
+    )
+    assert b.input_ids[0].tolist() == [2, 4, 0, 0, 5, 7, 8, 9, 3, 10, 11, 12, 3, 13, 3]
+    assert b.label_weights[0].tolist() == [0] * 7 + [1, 1, 0, 1, 1, 1, 1, 1]
+    assert b.labels[0, b.labels[0] != -100].tolist() == [9, 3, 11, 12, 3, 13, 3]
+    assert b.valid[1].sum() == 7  # the i2t sample is as without turns
+    one = pack_sequences([[7, 8]], ["vqa"], 2, SP, answer_ids=[[9]], turn_ids=[[]])
+    assert one.input_ids.tolist() == [b.input_ids[0, :9].tolist()]  # no turns: the one-turn form
+    with pytest.raises(ValueError, match="turns only on vqa samples"):
+        pack_sequences([[6]], ["i2t"], 2, SP, answer_ids=[None], turn_ids=[[([1], [2])]])
+
+
+def test_processor_keeps_turns_while_the_text_fits(model):
+    p = model.processor  # tiny: max_text_len 16
+    turns = [("digit red", "blue"), ("digit", "green"), ("red red red red red red", "one")]
+    b = p.pack(
+        ["digit blue red", "a"], ["vqa", "i2t"], answers=["one two", None], turns=[turns, None]
+    )
+    # 3 + 2, then 1 + 2 + 1 (= 9), then 1 + 1 + 1 (= 12); the third turn's 1 + 6 + 1 = 20 > 16
+    targets = b.labels[0, b.labels[0] != -100]
+    eos = p.special.eos
+    assert targets.tolist() == [
+        *p.encode_texts(["one two"])[0],
+        eos,
+        *p.encode_texts(["blue"])[0],
+        eos,
+        *p.encode_texts(["green"])[0],
+        eos,
+    ]
+    assert int((b.valid[0] & ~b.is_image[0]).sum()) == 3 + 12 + 1  # bos boi eoi, text, last eos
+    with pytest.raises(ValueError, match="only a vqa sample asks further questions"):
+        p.pack(["a", "b"], ["i2t", "vqa"], answers=[None, "red"], turns=[[("a", "b")], None])
+
+
 # --- the collator's draws -----------------------------------------------------------------------
 WORDS = ("red", "blue", "green")  # in the tiny model's vocabulary
 
@@ -133,6 +175,37 @@ def test_pair_draw_is_seeded_per_item_not_per_batch(model):
     counts = Counter(_answers(TrainingCollator(p, {"vqa": 1.0}, seed=0)(_items(600)), p))
     assert sorted(counts) == sorted(WORDS)
     assert all(150 <= c <= 250 for c in counts.values()), counts
+
+
+def test_turns_are_distinct_pairs_seeded_per_item(model):
+    p = model.processor
+    turns3 = TrainingCollator(p, {"vqa": 1.0}, seed=7, vqa_turns=3)
+    items = _items(40)
+    out = turns3(items)
+    eos = p.special.eos
+    for row in out["inputs"].batch.labels:
+        words = [p.tokenizer.decode([t]) for t in row[row != -100].tolist() if t != eos]
+        assert sorted(words) == sorted(WORDS)  # all 3 pairs, each once, in a drawn order
+    orders = {tuple(_answers_all(r, p)) for r in out["inputs"].batch.labels}
+    assert len(orders) > 1  # the order is drawn per item
+    again = TrainingCollator(p, {"vqa": 1.0}, seed=7, vqa_turns=3)(list(reversed(items)))
+    assert torch.equal(again["inputs"].batch.labels.flip(0), out["inputs"].batch.labels)
+    two = TrainingCollator(p, {"vqa": 1.0}, seed=7, vqa_turns=2)(items)
+    assert all(len(_answers_all(r, p)) == 2 for r in two["inputs"].batch.labels)
+    # turns beyond the item's pairs: every pair once
+    five = TrainingCollator(p, {"vqa": 1.0}, seed=7, vqa_turns=5)(_items(4, pairs=2))
+    assert all(len(_answers_all(r, p)) == 2 for r in five["inputs"].batch.labels)
+
+
+def _answers_all(row: torch.Tensor, processor) -> list[str]:
+    """The answer words of one sample's labels, eos dropped."""
+    eos = processor.special.eos
+    return [processor.tokenizer.decode([t]) for t in row[row != -100].tolist() if t != eos]
+
+
+def test_vqa_turns_below_one_is_refused():
+    with pytest.raises(ConfigError, match="vqa_turns"):
+        load_preset("tiny", ["train.vqa_turns=0"])
 
 
 def test_kind_draws_without_vqa_are_unchanged_and_items_without_pairs_never_vqa():

@@ -286,6 +286,7 @@ class MMARProcessor:
         padding_side: str = "right",
         drop_prompt: Sequence[bool] | None = None,
         answers: Sequence[str | None] | None = None,
+        turns: Sequence[Sequence[tuple[str, str]] | None] | None = None,
     ) -> PackedBatch:
         """Tokenize and pack samples of the given kinds (see ``mmar.model.sequence``) on the CPU.
 
@@ -295,6 +296,10 @@ class MMARProcessor:
           kept whole and the question keeps its first ``max_text_len - len(answer)`` tokens (as
           any text is cut at ``max_text_len``); an answer of ``max_text_len`` tokens or more
           leaves no room for the question and raises ValueError.
+        turns: per sample, a vqa sample's further (question, answer) pairs, asked after its
+          first answer (None elsewhere). They are kept in order while the whole text fits
+          ``max_text_len`` (first question and answer, then per turn an eos, its question and its
+          answer); the first that does not fit ends the sample.
         """
         texts, kinds = list(texts), list(kinds)
         unknown = sorted(set(kinds) - set(LAYOUTS))
@@ -306,9 +311,11 @@ class MMARProcessor:
         if drop_prompt is not None:
             texts = ["" if d and k == "t2i" else t for t, k, d in zip(texts, kinds, drop_prompt)]
         ids = self.encode_texts(texts)
-        answer_ids = None
+        answer_ids = turn_ids = None
         if answers is not None or any(k in NEEDS_ANSWER for k in kinds):
             ids, answer_ids = self._with_answers(texts, kinds, ids, answers)
+        if turns is not None and any(turns):
+            turn_ids = self._turns(kinds, ids, answer_ids, turns)
         return pack_sequences(
             ids,
             kinds,
@@ -317,6 +324,7 @@ class MMARProcessor:
             self.config.prompt_ce_weight,
             padding_side,
             answer_ids=answer_ids,
+            turn_ids=turn_ids,
         )
 
     def _with_answers(
@@ -356,6 +364,39 @@ class MMARProcessor:
                 ids[b] = self._tokenize([texts[b]])["input_ids"][0][: limit - len(a_ids)]
         return ids, answer_ids
 
+    def _turns(
+        self,
+        kinds: list[str],
+        ids: list[list[int]],
+        answer_ids: list[list[int] | None] | None,
+        turns: Sequence[Sequence[tuple[str, str]] | None],
+    ) -> list[list[tuple[list[int], list[int]]]]:
+        """Each vqa sample's further turns as (question ids, answer ids), kept in order while
+        the sample's text fits ``max_text_len`` (see ``pack``)."""
+        if len(turns) != len(kinds) or answer_ids is None:
+            raise ValueError(
+                f"MMARProcessor.pack: turns must hold one entry per sample ({len(kinds)}, got "
+                f"{len(turns)}) and go with the vqa samples' answers"
+            )
+        out: list[list[tuple[list[int], list[int]]]] = [[] for _ in kinds]
+        for b, pairs in enumerate(turns):
+            if not pairs:
+                continue
+            first = answer_ids[b]
+            if first is None:
+                raise ValueError(
+                    f"MMARProcessor.pack: sample {b} is {kinds[b]!r} but has turns; only a vqa "
+                    "sample asks further questions"
+                )
+            used = len(ids[b]) + len(first)
+            enc = self._tokenize([t for pair in pairs for t in pair])["input_ids"]
+            for q_ids, a_ids in zip(enc[0::2], enc[1::2]):
+                used += 1 + len(q_ids) + len(a_ids)  # the eos before it, its question, answer
+                if used > self.config.max_text_len:
+                    break
+                out[b].append((q_ids, a_ids))
+        return out
+
     def draw_prompt_dropout(
         self, kinds: Sequence[str], generators: Sequence[torch.Generator]
     ) -> list[bool]:
@@ -375,15 +416,17 @@ class MMARProcessor:
         latents: torch.Tensor | None = None,
         generators: Sequence[torch.Generator] | None = None,
         answers: Sequence[str | None] | None = None,
+        turns: Sequence[Sequence[tuple[str, str]] | None] | None = None,
     ) -> ModelInputs:
         """A training batch: packed sequences plus the image rows of the samples that have one.
 
         images (B, C_img, H, W) / latents (B, C, h, w): one row per sample (rows of "text"
         samples are dropped). generators: one per sample, for the CFG prompt dropout; None = no
-        dropout (evaluation). answers: the answers of "vqa" samples (see ``pack``).
+        dropout (evaluation). answers, turns: the answers and further turns of "vqa" samples (see
+        ``pack``).
         """
         drop = None if generators is None else self.draw_prompt_dropout(kinds, generators)
-        batch = self.pack(texts, kinds, drop_prompt=drop, answers=answers)
+        batch = self.pack(texts, kinds, drop_prompt=drop, answers=answers, turns=turns)
         rows = batch.has_image
         if bool(rows.any()):
             pixels = images if latents is None else latents

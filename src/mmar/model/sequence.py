@@ -6,15 +6,18 @@ Layouts per kind (``[bos]`` only where the vocabulary has one; ``img`` = N place
     i2t:   [bos] [boi] img_1..img_N [eoi] text [eos]      P(T | I), CE on text and eos
     img:   [bos] [boi] img_1..img_N [eoi]                 P(I)
     text:  [bos] text [eos]                               plain LM (CE on text and eos)
-    vqa:   [bos] [boi] img_1..img_N [eoi] question answer [eos]
-                                                          P(A | I, Q), CE on answer and eos only
+    vqa:   [bos] [boi] img_1..img_N [eoi] question answer [eos] (question answer [eos])*
+                                                          P(A | I, Q), CE on answers and eos only
     gen:   [bos] prompt [boi] img_1..img_N                generation: prefix + image block
     ask:   [bos] [boi] img_1..img_N [eoi] question        answering: the prefix decoded after
 
 In the vqa kind the question is context, not a target (weight 0): the loss is
 -sum_t log p(a_t | img, q, a_<t) over the answer tokens a_1..a_T and eos. Its text is the
-question; the answer comes separately (``answer_ids``). The image block of i2t / vqa / ask is
-never masked or diffused: it is what the text is conditioned on.
+question; the answer comes separately (``answer_ids``). A vqa sample may ask further questions of
+the same image after the first answer's eos (``turn_ids``: LLaVA's multi-turn conversations),
+each again with CE on its answer and eos only; every turn after the first also sees the turns
+before it. Answering asks one question, the first turn's layout. The image block of i2t / vqa /
+ask is never masked or diffused: it is what the text is conditioned on.
 
 Labels follow the transformers convention: ``labels[b, j]`` is token j where token j is a CE
 target (predicted from position j - 1), else -100; ``label_weights`` holds the weight of each.
@@ -83,9 +86,11 @@ def _layout(
     sp: SpecialTokenIds,
     prompt_ce_weight: float,
     answer: list[int] | None = None,
+    turns: Sequence[tuple[list[int], list[int]]] = (),
 ) -> tuple[list[int], list[bool], list[float]]:
     """(token ids, is_image, CE weight of each token as a target) of one sample; ``answer``:
-    the answer ids of a vqa sample (its ``ids`` are the question)."""
+    the answer ids of a vqa sample (its ``ids`` are the question); ``turns``: its further
+    (question ids, answer ids), each laid out as ``question answer [eos]`` after the layout."""
     toks, img, w = [], [], []
 
     def add(seq: list[int], is_img: bool, weight: float) -> None:
@@ -108,6 +113,9 @@ def _layout(
             add([sp.pad] * num_image_tokens, True, 0.0)
         else:  # boi / eoi: structural, fixed by the layout, so not a prediction target
             add([sp.boi if seg == "boi" else sp.eoi], False, 0.0)
+    for question, turn_answer in turns:
+        add(question, False, 0.0)
+        add([*turn_answer, sp.eos], False, 1.0)
     if w:
         w[0] = 0.0  # the first token has no predecessor to predict it from
     return toks, img, w
@@ -122,6 +130,7 @@ def pack_sequences(
     padding_side: str = "right",
     device: torch.device | str | None = None,
     answer_ids: Sequence[list[int] | None] | None = None,
+    turn_ids: Sequence[Sequence[tuple[list[int], list[int]]] | None] | None = None,
 ) -> PackedBatch:
     """Pack B samples into one batch; ``text_ids[b]`` is the prompt/text/question of sample b
     (no specials).
@@ -129,7 +138,8 @@ def pack_sequences(
     padding_side "right" for training and captioning; "left" for generation (every sample's
     image block then occupies the same last N columns) and answering (every question ends in
     the last column). answer_ids: per sample, the answer ids of a vqa sample (None elsewhere);
-    needed when a kind is "vqa".
+    needed when a kind is "vqa". turn_ids: per sample, a vqa sample's further (question ids,
+    answer ids) turns (None or empty elsewhere).
     """
     if len(text_ids) != len(kinds):
         raise ValueError(f"pack_sequences: {len(text_ids)} texts but {len(kinds)} kinds")
@@ -147,9 +157,16 @@ def pack_sequences(
             f"pack_sequences: vqa samples {lacking[:5]} have no answer ids; pass "
             "answer_ids[b] (a list of ids, [] for an empty answer) for every vqa sample b"
         )
+    turns = list(turn_ids) if turn_ids is not None else [None] * len(kinds)
+    misplaced = [b for b, (k, t) in enumerate(zip(kinds, turns)) if t and k not in NEEDS_ANSWER]
+    if len(turns) != len(kinds) or misplaced:
+        raise ValueError(
+            f"pack_sequences: turn_ids must hold one entry per sample ({len(kinds)}, got "
+            f"{len(turns)}), with turns only on vqa samples (not at {misplaced[:5]})"
+        )
     samples = [
-        _layout(k, ids, num_image_tokens, special, prompt_ce_weight, a)
-        for ids, k, a in zip(text_ids, kinds, answers)
+        _layout(k, ids, num_image_tokens, special, prompt_ce_weight, a, t or ())
+        for ids, k, a, t in zip(text_ids, kinds, answers, turns)
     ]
     B, L = len(samples), max(len(s[0]) for s in samples)
     input_ids = torch.full((B, L), special.pad, dtype=torch.long)

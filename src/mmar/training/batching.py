@@ -1,16 +1,17 @@
 """The training collator: dataset items -> ``ModelInputs``, in the DataLoader workers.
 
 Each sample's kind (t2i: [text][img], i2t: [img][text], img: [img], vqa: [img][question][answer];
-``train.kinds`` weights), the question-answer pair of a vqa sample and its CFG prompt dropout
-are drawn from a generator of its own, seeded by (run seed, epoch, the item's key), in that
-order: one uniform for the kind, then for a vqa sample one integer for the pair (of the item's
-own "qa" list), then one uniform for the dropout (unused outside t2i). An item without pairs
-draws its kind among the others, with the same one uniform (and is i2t when only vqa has
-weight). So is a second seed per sample, ``draw_seed``, from which the training step seeds
-the sample's generator on the device for every draw the model makes (VAE posterior, mask ratio
-and order, diffusion t and noise). An (epoch, key) pair names one visit of one item, so the draws
-are the same whatever batch, worker, rank or world size the sample lands in, and a resumed run
-(which replays the data position) draws them again exactly.
+``train.kinds`` weights), the question-answer pair of a vqa sample and its CFG prompt dropout are
+drawn from a generator of its own, seeded by (run seed, epoch, the item's key), in that order: one
+uniform for the kind, then for a vqa sample one integer for the pair (of the item's own "qa" list;
+with ``vqa_turns`` > 1 a random permutation of the list instead, whose first ``vqa_turns`` pairs
+the sample asks in turns), then one uniform for the dropout (unused outside t2i). An item without
+pairs draws its kind among the others, with the same one uniform (and is i2t when only vqa has
+weight). So is a second seed per sample, ``draw_seed``, from which the training step seeds the
+sample's generator on the device for every draw the model makes (VAE posterior, mask ratio and
+order, diffusion t and noise). An (epoch, key) pair names one visit of one item, so the draws are
+the same whatever batch, worker, rank or world size the sample lands in, and a resumed run (which
+replays the data position) draws them again exactly.
 """
 
 from __future__ import annotations
@@ -83,20 +84,30 @@ def draw_questions(
     kinds: list[str],
     qa: list[list[tuple[str, str]]],
     generators: list[torch.Generator],
-) -> tuple[list[str], list[str | None] | None]:
-    """(texts, answers) for the processor: a vqa sample's text becomes the question of one of
-    its item's pairs, drawn uniformly from its generator (one integer), and its answer is set;
-    the other samples keep their text and have no answer. answers is None when no sample is
-    vqa (the batch the kinds before vqa packed)."""
+    turns: int = 1,
+) -> tuple[list[str], list[str | None] | None, list[list[tuple[str, str]] | None] | None]:
+    """(texts, answers, further turns) for the processor: a vqa sample's text becomes the
+    question of one of its item's pairs, drawn uniformly from its generator (one integer), and
+    its answer is set; the other samples keep their text and have no answer. With ``turns`` > 1
+    a vqa sample asks up to ``turns`` distinct pairs (the first of a random permutation: one
+    draw of ``randperm``); the pairs after the first are its further turns. answers is None when
+    no sample is vqa (the batch the kinds before vqa packed); further turns is None unless
+    ``turns`` > 1."""
     if "vqa" not in kinds:
-        return texts, None
+        return texts, None, None
     texts = list(texts)
     answers: list[str | None] = [None] * len(kinds)
+    more: list[list[tuple[str, str]] | None] = [None] * len(kinds)
     for b, (kind, pairs, g) in enumerate(zip(kinds, qa, generators, strict=True)):
-        if kind == "vqa":
-            j = int(torch.randint(len(pairs), (), generator=g))
-            texts[b], answers[b] = pairs[j]
-    return texts, answers
+        if kind != "vqa":
+            continue
+        if turns == 1:
+            order = [int(torch.randint(len(pairs), (), generator=g))]
+        else:
+            order = torch.randperm(len(pairs), generator=g)[:turns].tolist()
+        (texts[b], answers[b]), *rest = [tuple(pairs[j]) for j in order]
+        more[b] = [(q, a) for q, a in rest]
+    return texts, answers, (more if turns > 1 else None)
 
 
 class TrainingCollator:
@@ -111,8 +122,11 @@ class TrainingCollator:
     copy of the collator).
     """
 
-    def __init__(self, processor: MMARProcessor, kinds: dict[str, float], seed: int):
+    def __init__(
+        self, processor: MMARProcessor, kinds: dict[str, float], seed: int, vqa_turns: int = 1
+    ):
         self.processor, self.kinds, self.seed = processor, dict(kinds), seed
+        self.vqa_turns = vqa_turns  # question-answer pairs one vqa sample asks (train.vqa_turns)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,7 +147,9 @@ class TrainingCollator:
         stacked = collate(good)
         gens = [sample_generator(self.seed, self.epoch, it["key"]) for it in good]
         kinds = [draw_kind(self.kinds, g, bool(qa)) for g, qa in zip(gens, stacked["qa"])]
-        texts, answers = draw_questions(stacked["texts"], kinds, stacked["qa"], gens)
+        texts, answers, turns = draw_questions(
+            stacked["texts"], kinds, stacked["qa"], gens, self.vqa_turns
+        )
         inputs: ModelInputs = self.processor(
             texts,
             kinds,
@@ -141,6 +157,7 @@ class TrainingCollator:
             latents=stacked.get("latents"),
             generators=gens,
             answers=answers,
+            turns=turns,
         )
         seeds = [draw_seed(self.seed, self.epoch, it["key"]) for it in good]
         return {"inputs": inputs, "n": len(good), **skipped, "seeds": seeds}

@@ -123,6 +123,10 @@ class TrainConfig(Config):
     device: "auto" (cuda when available, else cpu), or a torch device string.
     seed: model init; with the epoch and the item's key, every sample's draws (kind, CFG
       dropout, masks, diffusion noise; see training/batching.py). The data order uses data.seed.
+    vqa_turns: how many of an item's question-answer pairs one vqa sample asks, one after the
+      other after the image (``[img] q1 a1 [eos] q2 a2 [eos] ...``, CE on the answers; LLaVA's
+      multi-turn conversations): more answers per image read, at a few text tokens each. The
+      turns after the first are kept while the text fits model.max_text_len.
     ckpt_every / keep_last: checkpoint period (0 = only at the end) and how many to keep.
     init_from: a checkpoint or model directory whose weights start this run (stage 2 from
       stage 1); its optimizer state is not loaded. init_weights: which of its weights, "ema"
@@ -138,6 +142,7 @@ class TrainConfig(Config):
     device: str = "auto"
     seed: int = 0
     kinds: KindMix = field(default_factory=KindMix)
+    vqa_turns: int = 1
     log_every: int = 10
     ckpt_every: int = 500
     keep_last: int = 3
@@ -159,6 +164,7 @@ class TrainConfig(Config):
                 "log_every": 10,
                 "keep_last": 3,
                 "max_nan_in_row": 10,
+                "vqa_turns": 1,
             },
         )
         check_seed(self)

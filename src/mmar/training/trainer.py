@@ -228,7 +228,7 @@ class Trainer:
         )
         self._pass_ended = False  # this rank's first pass over the data is over
         self._pending = StepUnreadable()
-        self.collator = TrainingCollator(self.processor, tc.kinds.to_dict(), tc.seed)
+        self.collator = TrainingCollator(self.processor, tc.kinds.to_dict(), tc.seed, tc.vqa_turns)
         self.loader = torch.utils.data.DataLoader(
             self.dataset,
             collate_fn=self.collator,
