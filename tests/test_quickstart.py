@@ -6,6 +6,7 @@ from PIL import Image
 
 from mmar.cli import main
 from mmar.cli.quickstart import write_model_card
+from mmar.model.files import read_config
 from mmar.training.config import load_preset
 
 
@@ -63,7 +64,8 @@ def test_quickstart_short_run_writes_every_output(tmp_path, monkeypatch):
 
 
 def test_quickstart_shapes_bench_trains_all_three_tasks_and_scores_them(tmp_path, monkeypatch):
-    """--bench shapes: the shapes presets (vqa samples included), the shapes benchmark."""
+    """--bench shapes: a KL tokenizer trained first (phase 0), the shapes presets on its latents
+    (vqa samples included), the shapes benchmark."""
     from mmar.evaluation import shapes_bench
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -81,11 +83,15 @@ def test_quickstart_shapes_bench_trains_all_three_tasks_and_scores_them(tmp_path
         "model.sampling.num_iter=2",
     ]
     args = ["quickstart", "--bench", "shapes", "--steps", "4", "--n-per-class", "1"]
+    args += ["--tokenizer-set", "steps=2", "batch_size=2", "eval_images=4", "scale_images=4"]
     rc = main(
         [*args, "--out", str(out), "--set", "train.progress=false", "train.batch_size=8", *small]
     )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
+    assert res["tokenizer"]["steps"] == 2 and (out / "vae" / "config.json").is_file()
+    tok = read_config(out).image_tokenizer
+    assert (tok.kind, tok.path, tok.patch_size) == ("diffusers", str(out / "vae"), 2)
     assert res["bench"] == "shapes" and res["train_steps"] == {"stage1": 2, "stage2": 2}
     assert set(res["targets"]) == {
         "t2i_overall_seen",
@@ -124,6 +130,11 @@ def test_final_model_card_carries_the_evaluation(tmp_path):
     assert json.loads((out / "metrics.json").read_text()) == results
     assert Image.open(out / "samples.png").tobytes() == grid.tobytes()
     assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_quickstart_tokenizer_options_are_for_shapes(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--tokenizer", "runs/kl"]) == 2
+    assert "they are for --bench shapes" in capsys.readouterr().err
 
 
 def test_quickstart_refuses_existing_out(tmp_path, capsys):

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmar.ablation.runner import tokenizer_model_overrides
 from mmar.cli.options import CliError, add_device_option, add_set_option, check_out_dir
 
 if TYPE_CHECKING:
@@ -53,6 +54,10 @@ class Bench:
     train_share: float  # share of the budget calibrated for training; the rest is evaluation
     # total steps with which runs of this job have met its targets (measured; None: never met)
     target_steps: int | None = None
+    # a tokenizer preset (mmar/presets, TokenizerTrainConfig) trained first, in OUT/vae, for
+    # tokenizer_share of the budget (its own steps with --steps); the stage presets use it
+    tokenizer: str | None = None
+    tokenizer_share: float = 0.0
 
 
 BENCHES = {
@@ -78,7 +83,11 @@ BENCHES = {
         },
         # measured: its evaluation took 6.3 of 34.4 minutes (1,000 generated images at 3.7/s,
         # the judge trained once), so 10% of 30 minutes was not enough
-        0.8,
+        0.75,
+        None,
+        # KL latents beat pixel tokens on image quality per minute (docs/benchmarks.md)
+        "shapes_tokenizer",
+        0.1,
     ),
 }
 
@@ -127,6 +136,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=8,
         help="columns of samples.png (default: %(default)s)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="DIR",
+        help="shapes: use this trained AutoencoderKL directory (`mmar train-tokenizer`) instead "
+        "of training one first (default: train the shapes_tokenizer preset in OUT/vae for 10%% "
+        "of the budget)",
+    )
+    p.add_argument(
+        "--tokenizer-set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="shapes: override fields of the tokenizer's `mmar train-tokenizer` config (preset "
+        "shapes_tokenizer), e.g. --tokenizer-set kl.layers_per_block=2",
     )
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     p.add_argument("--force", action="store_true", help="delete an existing OUT first")
@@ -197,6 +223,30 @@ def steps_note(bench: Bench, steps: int, minutes: float) -> str | None:
     )
 
 
+def train_bench_tokenizer(
+    bench: Bench,
+    out: Path,
+    seconds: float | None,
+    seed: int,
+    device: str,
+    overrides: list[str],
+) -> tuple[Path, dict[str, Any]]:
+    """Phase 0 of a bench with a tokenizer preset: train it in ``out`` (``seconds`` of training,
+    or the preset's own steps when None; then ``overrides``) -> (its directory, its metrics)."""
+    from mmar.training.config import preset_path
+    from mmar.training.tokenizer_config import load_tokenizer_train_config
+    from mmar.training.tokenizer_trainer import train_tokenizer
+
+    assert bench.tokenizer is not None
+    sized = [] if seconds is None else ["steps=null", f"minutes={seconds / 60:.4f}"]
+    cfg = load_tokenizer_train_config(
+        preset_path(bench.tokenizer), [f"seed={seed}", f"device={device}", *sized, *overrides]
+    )
+    budget = f"{cfg.steps} steps" if cfg.steps else f"{cfg.minutes:.1f} min"
+    print(f"tokenizer: training the {bench.tokenizer} preset in {out} ({budget})")
+    return out, train_tokenizer(cfg, out)
+
+
 def run(args: argparse.Namespace) -> int:
     from mmar.torch_utils import resolve_device
     from mmar.training.config import load_preset
@@ -206,6 +256,11 @@ def run(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out or bench.out)
     if args.n_per_class < 1:
         raise CliError(f"--n-per-class must be >= 1, got {args.n_per_class}")
+    if (args.tokenizer is not None or args.tokenizer_set) and bench.tokenizer is None:
+        raise CliError(
+            f"--tokenizer / --tokenizer-set: the {args.bench} job trains on pixels; they are for "
+            "--bench shapes"
+        )
     if out.exists():
         if not args.force and any(out.iterdir()):
             raise CliError(f"{out} exists; pass --force to replace it or --out DIR")
@@ -213,13 +268,27 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True)
     device = resolve_device(args.device)
     minutes = bench.minutes if args.minutes is None else args.minutes
-    seed = [f"train.seed={args.seed}", f"train.device={device}", *args.overrides]
-    stage1 = load_preset(bench.presets[0], seed)
     t_start = time.perf_counter()
+    seed = [f"train.seed={args.seed}", f"train.device={device}"]
+    tokenizer: dict[str, Any] | None = None
+    if args.tokenizer is not None or bench.tokenizer is not None:
+        if args.tokenizer is None:
+            seconds = None if args.steps is not None else minutes * 60 * bench.tokenizer_share
+            vae, tokenizer = train_bench_tokenizer(
+                bench, out / "vae", seconds, args.seed, device, args.tokenizer_set
+            )
+        else:
+            vae = Path(args.tokenizer)
+        seed += tokenizer_model_overrides("kl", vae)
+    seed += args.overrides
+    stage1 = load_preset(bench.presets[0], seed)
     deadline, note = None, None
     if args.steps is None:
-        budget = minutes * 60 * bench.train_share
-        total, sec_per_step = calibrate_steps(stage1, budget - (time.perf_counter() - t_start))
+        # the tokenizer's phase and the calibration come out of the training share
+        t_calibrate = time.perf_counter()
+        budget = minutes * 60 * (bench.train_share + bench.tokenizer_share)
+        budget -= t_calibrate - t_start
+        total, sec_per_step = calibrate_steps(stage1, budget)
         print(
             f"calibration: {sec_per_step * 1000:.0f} ms/step here -> {total} steps "
             f"for {budget / 60:.1f} min of training"
@@ -227,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         note = steps_note(bench, total, minutes)
         if note:
             print(note)
-        deadline = t_start + budget
+        deadline = t_calibrate + budget
     else:
         total = args.steps
 
@@ -261,6 +330,9 @@ def run(args: argparse.Namespace) -> int:
             "train_seconds": train_s,
             "train_steps": {"stage1": s1["step"], "stage2": s2["step"]},
             "target_steps": bench.target_steps,
+            "tokenizer": None
+            if tokenizer is None
+            else {k: tokenizer[k] for k in ("out", "steps", "minutes", "eval")},
             "train_samples_per_s": (s1["samples"] + s2["samples"]) / max(train_s, 1e-9),
             "total_seconds": time.perf_counter() - t_start,
             "bench": args.bench,
