@@ -91,7 +91,7 @@ def test_quickstart_shapes_bench_trains_all_three_tasks_and_scores_them(tmp_path
     res = json.loads((out / "results.json").read_text())
     assert res["tokenizer"]["steps"] == 2 and (out / "vae" / "config.json").is_file()
     tok = read_config(out).image_tokenizer
-    assert (tok.kind, tok.path, tok.patch_size) == ("diffusers", str(out / "vae"), 2)
+    assert (tok.kind, tok.path, tok.patch_size) == ("diffusers", str((out / "vae").resolve()), 2)
     assert res["bench"] == "shapes" and res["train_steps"] == {"stage1": 2, "stage2": 2}
     assert set(res["targets"]) == {
         "t2i_overall_seen",
@@ -135,6 +135,14 @@ def test_final_model_card_carries_the_evaluation(tmp_path):
 def test_quickstart_tokenizer_options_are_for_shapes(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "q"), "--tokenizer", "runs/kl"]) == 2
     assert "they are for --bench shapes" in capsys.readouterr().err
+
+
+def test_quickstart_shapes_bad_set_fails_before_the_tokenizer_trains(tmp_path, capsys):
+    out = tmp_path / "q"
+    args = ["quickstart", "--bench", "shapes", "--out", str(out), "--steps", "2"]
+    assert main([*args, "--set", "model.backbone.num_layers=0"]) == 2
+    assert "num_layers" in capsys.readouterr().err
+    assert not (out / "vae").exists()
 
 
 def test_quickstart_refuses_existing_out(tmp_path, capsys):
