@@ -15,7 +15,13 @@ import argparse
 import shlex
 from pathlib import Path
 
-from mmar.cli.options import CliError, add_device_option, add_set_option, check_out_dir
+from mmar.cli.options import (
+    CliError,
+    add_device_option,
+    add_set_option,
+    add_tokenizer_set_option,
+    check_out_dir,
+)
 
 DESCRIPTION = (__doc__ or "").split("\n", 2)[2]
 
@@ -70,14 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=3.0,
         help="training budget of each image tokenizer (kl, vq) (default: %(default)s)",
     )
-    p.add_argument(
-        "--tokenizer-set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override fields of the tokenizers' `mmar train-tokenizer` configs",
-    )
+    add_tokenizer_set_option(p, "override fields of the tokenizers' `mmar train-tokenizer` configs")
     p.add_argument("--list", action="store_true", help="print the suite's variants and exit")
     add_device_option(p)
     add_set_option(

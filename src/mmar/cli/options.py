@@ -167,6 +167,19 @@ def add_set_option(p: argparse.ArgumentParser, help: str) -> None:
     )
 
 
+def add_tokenizer_set_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--tokenizer-set KEY.PATH=VALUE ... (`mmar train-tokenizer` overrides) into
+    ``args.tokenizer_set``."""
+    p.add_argument(
+        "--tokenizer-set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help=help,
+    )
+
+
 def add_json_option(p: argparse.ArgumentParser, what: str = "the results") -> None:
     p.add_argument(
         "--json",

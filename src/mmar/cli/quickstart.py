@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmar.ablation.runner import tokenizer_model_overrides
-from mmar.cli.options import CliError, add_device_option, add_set_option, check_out_dir
+from mmar.cli.options import (
+    CliError,
+    add_device_option,
+    add_set_option,
+    add_tokenizer_set_option,
+    check_out_dir,
+)
 
 if TYPE_CHECKING:
     from mmar.pipelines.mmar import MMAR
@@ -148,13 +154,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of training one first (default: train the shapes_tokenizer preset in OUT/vae for 10%% "
         "of the budget)",
     )
-    p.add_argument(
-        "--tokenizer-set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="shapes: override fields of the tokenizer's `mmar train-tokenizer` config (preset "
+    add_tokenizer_set_option(
+        p,
+        "shapes: override fields of the tokenizer's `mmar train-tokenizer` config (preset "
         "shapes_tokenizer), e.g. --tokenizer-set kl.layers_per_block=2",
     )
     p.add_argument("--seed", type=int, default=0, help="training and sampling seed")
