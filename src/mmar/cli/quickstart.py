@@ -235,9 +235,9 @@ def train_bench_tokenizer(
     seed: int,
     device: str,
     overrides: list[str],
-) -> tuple[Path, dict[str, Any]]:
+) -> dict[str, Any]:
     """Phase 0 of a bench with a tokenizer preset: train it in ``out`` (``seconds`` of training,
-    or the preset's own steps when None; then ``overrides``) -> (its directory, its metrics)."""
+    or the preset's own steps when None; then ``overrides``) -> its metrics."""
     from mmar.training.config import preset_path
     from mmar.training.tokenizer_config import load_tokenizer_train_config
     from mmar.training.tokenizer_trainer import train_tokenizer
@@ -249,7 +249,7 @@ def train_bench_tokenizer(
     )
     budget = f"{cfg.steps} steps" if cfg.steps else f"{cfg.minutes:.1f} min"
     print(f"tokenizer: training the {bench.tokenizer} preset in {out} ({budget})")
-    return out, train_tokenizer(cfg, out)
+    return train_tokenizer(cfg, out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,13 +279,12 @@ def run(args: argparse.Namespace) -> int:
         load_preset(preset, [*seed, *args.overrides])
     tokenizer: dict[str, Any] | None = None
     if args.tokenizer is not None or bench.tokenizer is not None:
+        vae = out / "vae" if args.tokenizer is None else Path(args.tokenizer)
         if args.tokenizer is None:
             seconds = None if args.steps is not None else minutes * 60 * bench.tokenizer_share
-            vae, tokenizer = train_bench_tokenizer(
-                bench, out / "vae", seconds, args.seed, str(device), args.tokenizer_set
+            tokenizer = train_bench_tokenizer(
+                bench, vae, seconds, args.seed, str(device), args.tokenizer_set
             )
-        else:
-            vae = Path(args.tokenizer)
         # absolute: the model's config names its VAE directory, whatever the loader's cwd
         seed += tokenizer_model_overrides("kl", vae.resolve())
     seed += args.overrides
